@@ -1,0 +1,245 @@
+//! The validated configuration tree. Every section denies unknown keys and
+//! every field has an embedded default, so an empty file is a working
+//! single-node broker (TCP 1883, admin 8888).
+//!
+//! Loading (file + `TERN_…` environment overrides + validation) lives in
+//! the `load` submodule.
+
+mod load;
+pub use load::*;
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node.
+    pub node: NodeConfig,
+    /// Client listeners.
+    pub listeners: ListenersConfig,
+    /// Admin HTTP listener.
+    pub admin: AdminConfig,
+    /// Protocol limits and behaviour.
+    pub mqtt: MqttConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Shutdown behaviour.
+    pub shutdown: ShutdownConfig,
+}
+
+/// Node identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Node name; empty means the host name.
+    pub name: String,
+}
+
+/// The client listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenersConfig {
+    /// Plain MQTT over TCP.
+    pub tcp: TcpListenerConfig,
+    /// MQTT over TLS.
+    pub tls: TlsListenerConfig,
+}
+
+impl Default for ListenersConfig {
+    fn default() -> Self {
+        ListenersConfig {
+            tcp: TcpListenerConfig::default(),
+            tls: TlsListenerConfig::default(),
+        }
+    }
+}
+
+/// A plain TCP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpListenerConfig {
+    /// Whether to listen at all.
+    pub enabled: bool,
+    /// Bind address.
+    pub bind: SocketAddr,
+    /// Connections beyond this are closed right after accept.
+    pub max_connections: usize,
+}
+
+impl Default for TcpListenerConfig {
+    fn default() -> Self {
+        TcpListenerConfig {
+            enabled: true,
+            bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// A TLS listener (rustls).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsListenerConfig {
+    /// Whether to listen; needs `cert` and `key`.
+    pub enabled: bool,
+    /// Bind address.
+    pub bind: SocketAddr,
+    /// Connections beyond this are closed right after accept.
+    pub max_connections: usize,
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// PEM CA bundle for client certificates.
+    pub ca: Option<PathBuf>,
+    /// Require a client certificate signed by `ca`.
+    pub require_client_cert: bool,
+}
+
+impl Default for TlsListenerConfig {
+    fn default() -> Self {
+        TlsListenerConfig {
+            enabled: false,
+            bind: SocketAddr::from(([0, 0, 0, 0], 8883)),
+            max_connections: 100_000,
+            cert: None,
+            key: None,
+            ca: None,
+            require_client_cert: false,
+        }
+    }
+}
+
+/// Admin HTTP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Whether to listen.
+    pub enabled: bool,
+    /// Bind address.
+    pub bind: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            bind: SocketAddr::from(([0, 0, 0, 0], 8888)),
+        }
+    }
+}
+
+/// What to drop when a session's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicy {
+    /// Drop the incoming message (the queue keeps its oldest).
+    #[default]
+    DropNewest,
+    /// Drop the oldest queued message to make room.
+    DropOldest,
+}
+
+/// How one member of a shared-subscription group is picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedPolicy {
+    /// Round robin over the group's members.
+    #[default]
+    RoundRobin,
+    /// A random member.
+    Random,
+    /// Local members first (meaningful in a cluster), round robin among them.
+    PreferLocal,
+}
+
+/// Protocol limits and behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Largest packet accepted from a client, in bytes (fixed header included).
+    pub max_packet_size: u32,
+    /// Largest keep-alive accepted; a 5.0 client asking for more (or 0) is
+    /// told this value as Server Keep Alive. 0 means no limit.
+    pub max_keep_alive: u16,
+    /// Receive Maximum the broker announces: QoS 1/2 PUBLISHes a client may
+    /// have unacknowledged towards the broker.
+    pub receive_maximum: u16,
+    /// Upper bound on QoS 1/2 messages in flight towards one client (also
+    /// bounded by the client's Receive Maximum).
+    pub max_inflight: u16,
+    /// Topic Alias Maximum the broker announces to 5.0 clients.
+    pub topic_alias_maximum: u16,
+    /// Session expiry, in seconds, for 3.x sessions with clean session = 0;
+    /// 0 keeps them forever (like VerneMQ's `persistent_client_expiration`).
+    pub persistent_client_expiration: u32,
+    /// Upper bound on the session expiry a 5.0 client may ask for, in seconds.
+    pub max_session_expiry: u32,
+    /// Messages queued for an offline persistent session.
+    pub max_offline_messages: usize,
+    /// Messages queued for an online session beyond the in-flight window.
+    pub max_online_messages: usize,
+    /// What a full queue drops.
+    pub queue_drop_policy: DropPolicy,
+    /// How shared-subscription members are picked.
+    pub shared_subscription_policy: SharedPolicy,
+    /// Whether retained messages are stored.
+    pub retain_available: bool,
+    /// Largest client identifier accepted, in bytes.
+    pub max_client_id_len: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_packet_size: 1024 * 1024,
+            max_keep_alive: 0,
+            receive_maximum: 100,
+            max_inflight: 100,
+            topic_alias_maximum: 64,
+            persistent_client_expiration: 0,
+            max_session_expiry: u32::MAX,
+            max_offline_messages: 1000,
+            max_online_messages: 1000,
+            queue_drop_policy: DropPolicy::DropNewest,
+            shared_subscription_policy: SharedPolicy::RoundRobin,
+            retain_available: true,
+            max_client_id_len: 256,
+        }
+    }
+}
+
+/// Authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accept clients without credentials.
+    pub allow_anonymous: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: true,
+        }
+    }
+}
+
+/// Shutdown behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Seconds allowed for the drain after SIGTERM/SIGINT.
+    pub grace_period_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace_period_secs: 10,
+        }
+    }
+}

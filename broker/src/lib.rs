@@ -1,0 +1,29 @@
+//! The Tern MQTT broker: one node, complete for MQTT 3.1, 3.1.1 and 5.0.
+//!
+//! Modules, from the wire inwards:
+//! - [`codec`]: packets and their strict encoding/decoding.
+//! - [`topic`]: topic name and filter rules and matching.
+//! - [`trie`]: the subscription table.
+//! - [`retained`]: the retained-message store.
+//! - [`session`]: a session's state (subscriptions, queue, in-flight), exportable as a value.
+//! - [`broker`]: the node's shared state and the publish path (local match + remote routes).
+//! - [`connection`]: the per-connection protocol loop.
+//! - [`auth`]: the authentication seam.
+//! - [`server`]: listeners (TCP, TLS), admin HTTP, shutdown tree.
+//! - [`config`], [`metrics`]: configuration tree and Prometheus metrics.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod auth;
+pub mod broker;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod metrics;
+pub mod retained;
+pub mod server;
+pub mod session;
+pub mod tls;
+pub mod topic;
+pub mod trie;

@@ -1,0 +1,64 @@
+//! Broker metrics, registered with `prometheus-client` and rendered as
+//! Prometheus text by the admin listener. Counters are atomics: cheap on
+//! the publish path.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Every broker metric. Cloning shares the underlying atomics.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    /// Currently open client connections (after CONNACK).
+    pub connections: Gauge,
+    /// Client connections accepted since start.
+    pub connections_total: Counter,
+    /// Connections refused (listener full, bad CONNECT, auth failure).
+    pub connections_refused: Counter,
+    /// PUBLISH packets received from clients.
+    pub messages_in: Counter,
+    /// PUBLISH packets sent to clients.
+    pub messages_out: Counter,
+    /// Bytes read from clients.
+    pub bytes_in: Counter,
+    /// Bytes written to clients.
+    pub bytes_out: Counter,
+    /// Current subscriptions (filter × session).
+    pub subscriptions: Gauge,
+    /// Current retained messages.
+    pub retained: Gauge,
+    /// Messages dropped because a session queue was full.
+    pub queue_drops: Counter,
+    /// Messages dropped because they expired before delivery.
+    pub expired: Counter,
+    /// Current sessions (online and offline).
+    pub sessions: Gauge,
+    /// Protocol errors and malformed packets seen.
+    pub protocol_errors: Counter,
+}
+
+impl Metrics {
+    /// Renders every metric as Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut registry = Registry::with_prefix("tern");
+        let m = self.clone();
+        registry.register("connections", "Open client connections", m.connections);
+        registry.register("connections_accepted", "Client connections accepted", m.connections_total);
+        registry.register("connections_refused", "Client connections refused", m.connections_refused);
+        registry.register("messages_received", "PUBLISH packets received from clients", m.messages_in);
+        registry.register("messages_sent", "PUBLISH packets sent to clients", m.messages_out);
+        registry.register("bytes_received", "Bytes read from clients", m.bytes_in);
+        registry.register("bytes_sent", "Bytes written to clients", m.bytes_out);
+        registry.register("subscriptions", "Current subscriptions", m.subscriptions);
+        registry.register("retained_messages", "Current retained messages", m.retained);
+        registry.register("queue_dropped", "Messages dropped on a full session queue", m.queue_drops);
+        registry.register("messages_expired", "Messages expired before delivery", m.expired);
+        registry.register("sessions", "Current sessions, online and offline", m.sessions);
+        registry.register("protocol_errors", "Malformed packets and protocol violations", m.protocol_errors);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
