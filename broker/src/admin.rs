@@ -131,7 +131,10 @@ mod tests {
         s.health.set("tls", false);
         let (status, _, body) = get(s.clone(), "/health").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(body.contains("\"tls\"") && body.contains("unavailable"), "{body}");
+        assert!(
+            body.contains("\"tls\"") && body.contains("unavailable"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

@@ -153,7 +153,9 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// rustls only exposes peer certificates that passed the verifier, so a
 /// value here is authenticated.
 pub fn peer_common_name(conn: &ServerConnection) -> Option<String> {
-    conn.peer_certificates()?.first().and_then(|c| common_name(c))
+    conn.peer_certificates()?
+        .first()
+        .and_then(|c| common_name(c))
 }
 
 /// The first subject common name of a DER certificate.
