@@ -292,7 +292,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     async fn process_input(&mut self) -> Result<(), Close> {
         loop {
             match codec::decode(&mut self.rbuf, Some(self.protocol), self.max_in_packet) {
-                Ok(Some(p)) => self.handle(p).await?,
+                Ok(Some(p)) => {
+                    if let Some(pending) = self.handle(p)? {
+                        pending.remote.await;
+                        self.send(&pending.ack)?;
+                    }
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     self.broker.metrics().protocol_errors.inc();
@@ -352,5 +357,28 @@ mod tests {
         assert_eq!(sniff_level(&c), Some(5));
         assert_eq!(sniff_level(&c[..5]), None);
         assert_eq!(sniff_level(&[0x10, 0xff]), None);
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[tokio::test]
+    async fn future_size() {
+        let cfg = std::sync::Arc::new(crate::config::Config::default());
+        let b = crate::broker::Broker::new(cfg, crate::metrics::Metrics::default());
+        let (a, _z) = tokio::io::duplex(64);
+        let info = super::ConnInfo { peer: ([127, 0, 0, 1], 1).into(), listener: "tcp", cert_cn: None };
+        let f = super::run(a, info, b, Default::default());
+        eprintln!("run future: {} bytes", std::mem::size_of_val(&f));
+        let (mut a, _z) = tokio::io::duplex(64);
+        let mut r = bytes::BytesMut::new();
+        eprintln!("read_connect: {}", std::mem::size_of_val(&super::read_connect(&mut a, &mut r, 10)));
+        let c = crate::codec::Connect { protocol: crate::codec::Protocol::V5, clean_start: true, keep_alive: 0, client_id: String::new(), will: None, username: None, password: None, properties: Default::default() };
+        let cfg = std::sync::Arc::new(crate::config::Config::default());
+        let b = crate::broker::Broker::new(cfg, crate::metrics::Metrics::default());
+        let info = super::ConnInfo { peer: ([127, 0, 0, 1], 1).into(), listener: "tcp", cert_cn: None };
+        eprintln!("accept: {}", std::mem::size_of_val(&super::handshake::accept(c, &info, &b)));
+        eprintln!("Conn: {}", std::mem::size_of::<super::Conn<tokio::net::TcpStream>>());
+        eprintln!("Packet: {}", std::mem::size_of::<crate::codec::Packet>());
+        eprintln!("Properties: {}", std::mem::size_of::<crate::codec::Properties>());
     }
 }
