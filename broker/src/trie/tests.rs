@@ -230,6 +230,35 @@ fn large_fan_out() {
 }
 
 #[test]
+fn very_deep_filters_and_topics() {
+    // 30k levels: would overflow a 2 MiB thread stack if the trees held them.
+    let deep = "a/".repeat(30_000);
+    let topic = format!("{deep}z");
+    let t = SubscriptionTable::new();
+    let c = cid("c");
+    let filters = [
+        format!("{deep}+"),
+        format!("{deep}#"),
+        format!("+/{}z", &deep[2..]),
+        topic.clone(),
+    ];
+    for f in &filters {
+        assert!(t.subscribe(f, &c, entry(0)));
+    }
+    assert!(t.subscribe("a/#", &c, entry(0)));
+    assert_eq!(direct_clients(&t, &topic), ["c"; 5]);
+    assert_eq!(
+        direct_clients(&t, &format!("$x/{topic}")),
+        Vec::<String>::new()
+    );
+    for f in &filters {
+        assert!(t.unsubscribe(f, &c));
+    }
+    assert!(t.unsubscribe("a/#", &c));
+    assert_eq!((t.len(), t.node_count()), (0, 0));
+}
+
+#[test]
 fn concurrent_use() {
     let t = SubscriptionTable::with_shards(4);
     let filters = ["a/b", "a/+", "#", "a/#", "+/b", "$share/g/a/b", "b/+/c"];
@@ -348,8 +377,9 @@ proptest! {
     fn matches_agree_with_oracle(
         subs in prop::collection::vec((filter_strategy(), 0..3usize), 0..40),
         topics in prop::collection::vec(topic_strategy(), 1..20),
+        depth in prop::sample::select(vec![1, 2, MAX_TREE_DEPTH]),
     ) {
-        let t = SubscriptionTable::with_shards(2);
+        let t = SubscriptionTable::with_limits(2, depth);
         let mut model = Model::new();
         for (i, (f, c)) in subs.iter().enumerate() {
             let client = format!("c{c}");
@@ -366,8 +396,9 @@ proptest! {
     fn interleavings_agree_with_model(
         ops in prop::collection::vec(op_strategy(), 0..80),
         topics in prop::collection::vec(topic_strategy(), 1..10),
+        depth in prop::sample::select(vec![1, 2, MAX_TREE_DEPTH]),
     ) {
-        let t = SubscriptionTable::with_shards(2);
+        let t = SubscriptionTable::with_limits(2, depth);
         let mut model = Model::new();
         for op in ops {
             match op {
