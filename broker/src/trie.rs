@@ -5,15 +5,15 @@
 //! Layout:
 //! - Filters without wildcards (the common case) live in a sharded hash map
 //!   keyed by the whole filter: matching them is one lookup of the topic.
-//! - Filters with a wildcard live in level trees ([`node::Node`]), sharded by
-//!   their first level; filters whose first level is `+` or `#` share one
-//!   extra shard, which a `$` topic never visits (§4.7.2).
-//!
-//! - Wildcard filters deeper than [`MAX_TREE_DEPTH`] levels sit in a list
+//! - Filters with a wildcard live in level trees, sharded by their first
+//!   level; filters whose first level is `+` or `#` share one extra tree,
+//!   which a `$` topic never visits (§4.7.2).
+//! - Wildcard filters deeper than [`MAX_TREE_DEPTH`] levels sit in a map
 //!   checked filter by filter, so tree recursion stays shallow.
 //!
 //! Matching a topic therefore takes at most four read locks, one after the
-//! other (never nested), and skips shards that hold nothing.
+//! other (never nested), and skips trees that hold nothing. Shared
+//! subscriptions are stored beside the direct ones of their inner filter.
 
 mod node;
 mod slot;
@@ -81,7 +81,10 @@ const DEFAULT_SHARDS: usize = 32;
 pub const MAX_TREE_DEPTH: usize = 64;
 
 /// One tree of wildcard filters and how many subscriptions it holds.
+/// Aligned so that read-locking one shard does not bounce the cache line
+/// holding a neighbour's lock word.
 #[derive(Default)]
+#[repr(align(128))]
 struct Shard {
     root: RwLock<Node>,
     /// Lets `matches` skip an empty shard without touching its lock.
