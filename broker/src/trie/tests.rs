@@ -423,3 +423,49 @@ proptest! {
         prop_assert_eq!((t.len(), t.node_count()), (0, 0));
     }
 }
+
+#[test]
+fn table_and_store_are_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<SubscriptionTable>();
+    check::<crate::retained::RetainedStore<bytes::Bytes>>();
+}
+
+/// Rough throughput check: `cargo test --release -p tern-broker bench_matches -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_matches() {
+    let t = SubscriptionTable::new();
+    for i in 0..100_000 {
+        t.subscribe(&format!("dev/{i}/state"), &cid(&format!("c{i}")), entry(0));
+    }
+    for i in 0..1_000 {
+        let c = cid(&format!("w{i}"));
+        t.subscribe(&format!("dev/{i}/+"), &c, entry(0));
+        t.subscribe(&format!("site{}/+/state", i % 10), &c, entry(0));
+    }
+    t.subscribe("$share/g/dev/+/state", &cid("s"), entry(0));
+    let per_thread = 1_000_000;
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for th in 0..2 {
+            let t = &t;
+            s.spawn(move || {
+                let topics: Vec<_> = (0..1000)
+                    .map(|i| format!("dev/{}/state", i * 7 + th))
+                    .collect();
+                let mut m = Matches::default();
+                for i in 0..per_thread {
+                    m.clear();
+                    t.matches(&topics[i % topics.len()], &mut m);
+                    assert!(!m.direct.is_empty());
+                }
+            });
+        }
+    });
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{:.2} M matches/s over 2 threads",
+        2.0 * per_thread as f64 / secs / 1e6
+    );
+}
