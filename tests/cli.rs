@@ -109,9 +109,7 @@ fn http_get(addr: &str, path: &str) -> String {
     out
 }
 
-/// Needs the real `Broker::new` and `connection::serve` (stubs panic).
 #[test]
-#[ignore = "needs the real Broker::new (stub in the skeleton); run with --ignored once merged"]
 fn runs_on_port_0_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("dir");
     let addrs = dir.path().join("addrs.json");
