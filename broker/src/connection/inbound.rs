@@ -23,8 +23,24 @@ fn ack(pkid: u16, reason: u8) -> PubResp {
 pub(super) struct Pending {
     /// Completes once every target node holds the message.
     pub remote: BoxFuture<'static, ()>,
-    /// Then this is sent: PUBACK (QoS 1) or PUBREC (QoS 2).
-    pub ack: Packet,
+    /// Then a PUBREC (QoS 2) or PUBACK (QoS 1) is sent.
+    pub qos2: bool,
+    /// Its packet id.
+    pub pkid: u16,
+    /// Its reason code.
+    pub reason: u8,
+}
+
+impl Pending {
+    /// The acknowledgement to send once `remote` completes.
+    pub(super) fn ack(&self) -> Packet {
+        let a = ack(self.pkid, self.reason);
+        if self.qos2 {
+            Packet::PubRec(a)
+        } else {
+            Packet::PubAck(a)
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
@@ -124,7 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             }
             QoS::AtLeastOnce => {
                 let (n, remote) = self.broker.publish(msg);
-                self.ack_after(remote, Packet::PubAck(ack(p.pkid, self.delivered_code(n))))
+                self.ack_after(remote, false, p.pkid, self.delivered_code(n))
             }
             QoS::ExactlyOnce => {
                 let fresh = {
@@ -141,16 +157,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     return self.send(&Packet::PubRec(ack(p.pkid, 0))).map(|()| None);
                 }
                 let (n, remote) = self.broker.publish(msg);
-                self.ack_after(remote, Packet::PubRec(ack(p.pkid, self.delivered_code(n))))
+                self.ack_after(remote, true, p.pkid, self.delivered_code(n))
             }
         }
     }
 
     /// Sends `ack` now, or after the remote nodes hold the message.
-    fn ack_after(&mut self, remote: Option<BoxFuture<'static, ()>>, ack: Packet) -> Result<Option<Pending>, Close> {
+    fn ack_after(
+        &mut self,
+        remote: Option<BoxFuture<'static, ()>>,
+        qos2: bool,
+        pkid: u16,
+        reason: u8,
+    ) -> Result<Option<Pending>, Close> {
+        let mut pending = Pending {
+            remote: Box::pin(std::future::ready(())),
+            qos2,
+            pkid,
+            reason,
+        };
         match remote {
-            Some(remote) => Ok(Some(Pending { remote, ack })),
-            None => self.send(&ack).map(|()| None),
+            Some(remote) => {
+                pending.remote = remote;
+                Ok(Some(pending))
+            }
+            None => self.send(&pending.ack()).map(|()| None),
         }
     }
 
