@@ -123,7 +123,10 @@ pub fn decode(
     let header = 1 + len_len;
     let size = header + remaining as usize;
     if size > max_packet_size {
-        return Err(DecodeError::PacketTooLarge { size, max: max_packet_size });
+        return Err(DecodeError::PacketTooLarge {
+            size,
+            max: max_packet_size,
+        });
     }
     if buf.len() < size {
         return Ok(None);
@@ -136,10 +139,10 @@ pub fn decode(
         1 => Packet::Connect(connect::decode_connect(r)?),
         2 => Packet::ConnAck(connect::decode_connack(r, p)?),
         3 => Packet::Publish(publish::decode_publish(byte1, r, p)?),
-        4 => Packet::PubAck(publish::decode_ack(Ack::PubAck, r, p)?),
-        5 => Packet::PubRec(publish::decode_ack(Ack::PubRec, r, p)?),
-        6 => Packet::PubRel(publish::decode_ack(Ack::PubRel, r, p)?),
-        7 => Packet::PubComp(publish::decode_ack(Ack::PubComp, r, p)?),
+        4 => Packet::PubAck(publish::decode_ack(Ack::Puback, r, p)?),
+        5 => Packet::PubRec(publish::decode_ack(Ack::Pubrec, r, p)?),
+        6 => Packet::PubRel(publish::decode_ack(Ack::Pubrel, r, p)?),
+        7 => Packet::PubComp(publish::decode_ack(Ack::Pubcomp, r, p)?),
         8 => Packet::Subscribe(subscribe::decode_subscribe(r, p)?),
         9 => Packet::SubAck(subscribe::decode_suback(r, p)?),
         10 => Packet::Unsubscribe(subscribe::decode_unsubscribe(r, p)?),
@@ -180,11 +183,17 @@ fn check_fixed_flags(byte1: u8, protocol: Protocol) -> Result<(), DecodeError> {
 /// The first byte of the fixed header and the sizes of `packet`, or
 /// `None` if the packet does not exist in `protocol`.
 fn plan(packet: &Packet, protocol: Protocol) -> Option<(u8, Sizes)> {
-    let fixed = |remaining| Sizes { remaining, ..Sizes::default() };
+    let fixed = |remaining| Sizes {
+        remaining,
+        ..Sizes::default()
+    };
     Some(match packet {
         Packet::Connect(c) => (0x10, connect::connect_sizes(c)),
         Packet::ConnAck(c) => (0x20, connect::connack_sizes(c, protocol)),
-        Packet::Publish(p) => (publish::publish_byte1(p), publish::publish_sizes(p, protocol)),
+        Packet::Publish(p) => (
+            publish::publish_byte1(p),
+            publish::publish_sizes(p, protocol),
+        ),
         Packet::PubAck(a) => (0x40, publish::ack_sizes(a, protocol)),
         Packet::PubRec(a) => (0x50, publish::ack_sizes(a, protocol)),
         Packet::PubRel(a) => (0x62, publish::ack_sizes(a, protocol)),
@@ -195,9 +204,15 @@ fn plan(packet: &Packet, protocol: Protocol) -> Option<(u8, Sizes)> {
         Packet::UnsubAck(u) => (0xB0, subscribe::unsuback_sizes(u, protocol)),
         Packet::PingReq => (0xC0, fixed(0)),
         Packet::PingResp => (0xD0, fixed(0)),
-        Packet::Disconnect(d) => (0xE0, control::reasoned_sizes(d.reason, &d.properties, protocol)),
+        Packet::Disconnect(d) => (
+            0xE0,
+            control::reasoned_sizes(d.reason, &d.properties, protocol),
+        ),
         Packet::Auth(_) if !protocol.is_v5() => return None,
-        Packet::Auth(a) => (0xF0, control::reasoned_sizes(a.reason, &a.properties, protocol)),
+        Packet::Auth(a) => (
+            0xF0,
+            control::reasoned_sizes(a.reason, &a.properties, protocol),
+        ),
     })
 }
 
@@ -214,14 +229,20 @@ pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result
     }
     let start = out.len();
     out.reserve(total_len(sizes.remaining));
-    let result = put_header(out, byte1, sizes.remaining).and_then(|()| put_body(packet, protocol, out, sizes));
+    let result = put_header(out, byte1, sizes.remaining)
+        .and_then(|()| put_body(packet, protocol, out, sizes));
     if result.is_err() {
         out.truncate(start);
     }
     result
 }
 
-fn put_body(packet: &Packet, protocol: Protocol, out: &mut BytesMut, sizes: Sizes) -> Result<(), EncodeError> {
+fn put_body(
+    packet: &Packet,
+    protocol: Protocol,
+    out: &mut BytesMut,
+    sizes: Sizes,
+) -> Result<(), EncodeError> {
     match packet {
         Packet::Connect(c) => connect::put_connect(out, c, sizes),
         Packet::ConnAck(c) => connect::put_connack(out, c, protocol, sizes),
