@@ -147,7 +147,11 @@ pub fn restrict(p: Properties, at: For) -> Properties {
     use For::*;
     let is = |set: &[For]| set.contains(&at);
     let message = is(&[Publish, Will]);
-    let mut subscription_identifiers = if is(&[Publish, Subscribe]) { p.subscription_identifiers } else { vec![] };
+    let mut subscription_identifiers = if is(&[Publish, Subscribe]) {
+        p.subscription_identifiers
+    } else {
+        vec![]
+    };
     if at == Subscribe {
         subscription_identifiers.truncate(1);
     }
@@ -159,7 +163,10 @@ pub fn restrict(p: Properties, at: For) -> Properties {
         response_topic: keep(message, p.response_topic),
         correlation_data: keep(message, p.correlation_data),
         subscription_identifiers,
-        session_expiry_interval: keep(is(&[Connect, ConnAck, Disconnect]), p.session_expiry_interval),
+        session_expiry_interval: keep(
+            is(&[Connect, ConnAck, Disconnect]),
+            p.session_expiry_interval,
+        ),
         assigned_client_identifier: keep(at == ConnAck, p.assigned_client_identifier),
         server_keep_alive: keep(at == ConnAck, p.server_keep_alive),
         authentication_method: keep(auth, p.authentication_method),
@@ -169,7 +176,10 @@ pub fn restrict(p: Properties, at: For) -> Properties {
         request_response_information: keep(at == Connect, p.request_response_information),
         response_information: keep(at == ConnAck, p.response_information),
         server_reference: keep(is(&[ConnAck, Disconnect]), p.server_reference),
-        reason_string: keep(is(&[ConnAck, Ack, SubAck, UnsubAck, Disconnect, Auth]), p.reason_string),
+        reason_string: keep(
+            is(&[ConnAck, Ack, SubAck, UnsubAck, Disconnect, Auth]),
+            p.reason_string,
+        ),
         receive_maximum: keep(is(&[Connect, ConnAck]), p.receive_maximum),
         topic_alias_maximum: keep(is(&[Connect, ConnAck]), p.topic_alias_maximum),
         topic_alias: keep(at == Publish, p.topic_alias),
@@ -193,7 +203,11 @@ pub fn properties(v: Protocol, at: For) -> BoxedStrategy<Properties> {
 }
 
 pub fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+    prop_oneof![
+        Just(QoS::AtMostOnce),
+        Just(QoS::AtLeastOnce),
+        Just(QoS::ExactlyOnce)
+    ]
 }
 
 fn pkid() -> impl Strategy<Value = u16> {
@@ -210,24 +224,37 @@ fn reason(v: Protocol, codes: &'static [u8]) -> BoxedStrategy<u8> {
 }
 
 const CONNACK_V5: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97, 0x99, 0x9A,
-    0x9B, 0x9C, 0x9D, 0x9F,
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
 ];
 pub const PUBACK: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
 pub const PUBREL: &[u8] = &[0x00, 0x92];
 const SUBACK_V3: &[u8] = &[0x00, 0x01, 0x02, 0x80];
-const SUBACK_V5: &[u8] = &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2];
+const SUBACK_V5: &[u8] = &[
+    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+];
 const UNSUBACK: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 const DISCONNECT: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97,
-    0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
 ];
 const AUTH: &[u8] = &[0x00, 0x18, 0x19];
 
 fn connect(v: Protocol) -> impl Strategy<Value = Packet> {
-    let will = (topic_name(), bytes(8), qos(), any::<bool>(), properties(v, For::Will)).prop_map(
-        |(topic, payload, qos, retain, properties)| LastWill { topic, payload, qos, retain, properties },
-    );
+    let will = (
+        topic_name(),
+        bytes(8),
+        qos(),
+        any::<bool>(),
+        properties(v, For::Will),
+    )
+        .prop_map(|(topic, payload, qos, retain, properties)| LastWill {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+        });
     (
         (any::<bool>(), any::<u16>(), text()),
         option::of(will),
@@ -235,55 +262,105 @@ fn connect(v: Protocol) -> impl Strategy<Value = Packet> {
         option::of(bytes(6)),
         properties(v, For::Connect),
     )
-        .prop_map(move |((clean_start, keep_alive, client_id), will, username, password, properties)| {
-            // 3.x forbids a password without a user name.
-            let username = if password.is_some() && !v.is_v5() { username.or(Some(String::new())) } else { username };
-            Packet::Connect(Connect { protocol: v, clean_start, keep_alive, client_id, will, username, password, properties })
-        })
+        .prop_map(
+            move |((clean_start, keep_alive, client_id), will, username, password, properties)| {
+                // 3.x forbids a password without a user name.
+                let username = if password.is_some() && !v.is_v5() {
+                    username.or(Some(String::new()))
+                } else {
+                    username
+                };
+                Packet::Connect(Connect {
+                    protocol: v,
+                    clean_start,
+                    keep_alive,
+                    client_id,
+                    will,
+                    username,
+                    password,
+                    properties,
+                })
+            },
+        )
 }
 
 fn connack(v: Protocol) -> impl Strategy<Value = Packet> {
-    let code = if v.is_v5() { prop::sample::select(CONNACK_V5).boxed() } else { (0u8..=5).boxed() };
+    let code = if v.is_v5() {
+        prop::sample::select(CONNACK_V5).boxed()
+    } else {
+        (0u8..=5).boxed()
+    };
     (any::<bool>(), code, properties(v, For::ConnAck)).prop_map(|(present, code, properties)| {
         // Session present only on an accepted connection.
-        Packet::ConnAck(ConnAck { session_present: present && code == 0, code, properties })
+        Packet::ConnAck(ConnAck {
+            session_present: present && code == 0,
+            code,
+            properties,
+        })
     })
 }
 
 fn publish(v: Protocol) -> impl Strategy<Value = Packet> {
-    (qos(), any::<bool>(), any::<bool>(), topic_name(), pkid(), bytes(32), properties(v, For::Publish), any::<bool>())
-        .prop_map(move |(qos, dup, retain, topic, pkid, payload, properties, empty_topic)| {
-            let at_most_once = qos == QoS::AtMostOnce;
-            // 5.0: with a topic alias, the topic may be empty.
-            let topic = if empty_topic && properties.topic_alias.is_some() { String::new() } else { topic };
-            Packet::Publish(Publish {
-                dup: dup && !at_most_once,
-                qos,
-                retain,
-                topic,
-                pkid: if at_most_once { 0 } else { pkid },
-                payload,
-                properties,
-            })
-        })
+    (
+        qos(),
+        any::<bool>(),
+        any::<bool>(),
+        topic_name(),
+        pkid(),
+        bytes(32),
+        properties(v, For::Publish),
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(qos, dup, retain, topic, pkid, payload, properties, empty_topic)| {
+                let at_most_once = qos == QoS::AtMostOnce;
+                // 5.0: with a topic alias, the topic may be empty.
+                let topic = if empty_topic && properties.topic_alias.is_some() {
+                    String::new()
+                } else {
+                    topic
+                };
+                Packet::Publish(Publish {
+                    dup: dup && !at_most_once,
+                    qos,
+                    retain,
+                    topic,
+                    pkid: if at_most_once { 0 } else { pkid },
+                    payload,
+                    properties,
+                })
+            },
+        )
 }
 
 fn resp(v: Protocol, codes: &'static [u8]) -> impl Strategy<Value = PubResp> {
-    (pkid(), reason(v, codes), properties(v, For::Ack)).prop_map(|(pkid, reason, properties)| PubResp {
-        pkid,
-        reason,
-        properties,
+    (pkid(), reason(v, codes), properties(v, For::Ack)).prop_map(|(pkid, reason, properties)| {
+        PubResp {
+            pkid,
+            reason,
+            properties,
+        }
     })
 }
 
 fn sub_options(v: Protocol) -> impl Strategy<Value = SubOptions> {
-    (qos(), any::<bool>(), any::<bool>(), 0u8..=2).prop_map(move |(qos, no_local, retain_as_published, rh)| {
-        if v.is_v5() {
-            SubOptions { qos, no_local, retain_as_published, retain_handling: rh }
-        } else {
-            SubOptions { qos, ..SubOptions::default() }
-        }
-    })
+    (qos(), any::<bool>(), any::<bool>(), 0u8..=2).prop_map(
+        move |(qos, no_local, retain_as_published, rh)| {
+            if v.is_v5() {
+                SubOptions {
+                    qos,
+                    no_local,
+                    retain_as_published,
+                    retain_handling: rh,
+                }
+            } else {
+                SubOptions {
+                    qos,
+                    ..SubOptions::default()
+                }
+            }
+        },
+    )
 }
 
 fn subscribe(v: Protocol) -> impl Strategy<Value = Packet> {
@@ -292,12 +369,25 @@ fn subscribe(v: Protocol) -> impl Strategy<Value = Packet> {
         options.no_local &= parse_shared(&filter).is_none();
         SubscribeFilter { filter, options }
     });
-    (pkid(), vec(filter, 1..4), properties(v, For::Subscribe))
-        .prop_map(|(pkid, filters, properties)| Packet::Subscribe(Subscribe { pkid, filters, properties }))
+    (pkid(), vec(filter, 1..4), properties(v, For::Subscribe)).prop_map(
+        |(pkid, filters, properties)| {
+            Packet::Subscribe(Subscribe {
+                pkid,
+                filters,
+                properties,
+            })
+        },
+    )
 }
 
 fn codes(v: Protocol, codes: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
-    vec(prop::sample::select(codes), 1..4).prop_map(move |c| if v.is_v5() || codes != UNSUBACK { c } else { vec![] })
+    vec(prop::sample::select(codes), 1..4).prop_map(move |c| {
+        if v.is_v5() || codes != UNSUBACK {
+            c
+        } else {
+            vec![]
+        }
+    })
 }
 
 /// Any packet valid for `v` (AUTH only in 5.0).
@@ -314,13 +404,35 @@ pub fn packet(v: Protocol) -> BoxedStrategy<Packet> {
         resp(v, PUBREL).prop_map(Packet::PubComp).boxed(),
         subscribe(v).boxed(),
         (pkid(), codes(v, suback_codes), properties(v, For::SubAck))
-            .prop_map(|(pkid, reasons, properties)| Packet::SubAck(SubAck { pkid, reasons, properties }))
+            .prop_map(|(pkid, reasons, properties)| {
+                Packet::SubAck(SubAck {
+                    pkid,
+                    reasons,
+                    properties,
+                })
+            })
             .boxed(),
-        (pkid(), vec(topic_filter(), 1..4), properties(v, For::Unsubscribe))
-            .prop_map(|(pkid, filters, properties)| Packet::Unsubscribe(Unsubscribe { pkid, filters, properties }))
+        (
+            pkid(),
+            vec(topic_filter(), 1..4),
+            properties(v, For::Unsubscribe),
+        )
+            .prop_map(|(pkid, filters, properties)| {
+                Packet::Unsubscribe(Unsubscribe {
+                    pkid,
+                    filters,
+                    properties,
+                })
+            })
             .boxed(),
         (pkid(), codes(v, UNSUBACK), properties(v, For::UnsubAck))
-            .prop_map(|(pkid, reasons, properties)| Packet::UnsubAck(UnsubAck { pkid, reasons, properties }))
+            .prop_map(|(pkid, reasons, properties)| {
+                Packet::UnsubAck(UnsubAck {
+                    pkid,
+                    reasons,
+                    properties,
+                })
+            })
             .boxed(),
         Just(Packet::PingReq).boxed(),
         Just(Packet::PingResp).boxed(),
@@ -340,6 +452,10 @@ pub fn packet(v: Protocol) -> BoxedStrategy<Packet> {
 
 /// Any packet valid for any version, with its version.
 pub fn versioned_packet() -> impl Strategy<Value = (Protocol, Packet)> {
-    prop_oneof![Just(Protocol::V31), Just(Protocol::V311), Just(Protocol::V5)]
-        .prop_flat_map(|v| packet(v).prop_map(move |p| (v, p)))
+    prop_oneof![
+        Just(Protocol::V31),
+        Just(Protocol::V311),
+        Just(Protocol::V5)
+    ]
+    .prop_flat_map(|v| packet(v).prop_map(move |p| (v, p)))
 }
