@@ -4,6 +4,31 @@
 //! Decoding is incremental: [`decode`] returns `Ok(None)` until a whole
 //! packet is buffered, and rejects an oversize packet as soon as its fixed
 //! header says so, before the body arrives.
+//!
+//! # What decoding checks
+//!
+//! Everything the specifications let a receiver check within one packet;
+//! whatever needs connection state (topic alias ranges, receive maximum,
+//! a second CONNECT, client identifier rules) is the broker's business.
+//! - [`DecodeError::Malformed`]: grammar. Packet type 0, AUTH before 5.0,
+//!   reserved fixed-header flags (3.1 also allows DUP on PUBREL, SUBSCRIBE
+//!   and UNSUBSCRIBE), PUBLISH QoS 3 or DUP on QoS 0, a variable byte
+//!   integer over four bytes or not in its shortest form, fields running
+//!   past the packet, trailing bytes, invalid UTF-8 or U+0000, CONNECT
+//!   flag inconsistencies, a 3.x password without a user name, reserved
+//!   subscription option bits (and, in 3.x, QoS 3), unknown properties.
+//! - [`DecodeError::Protocol`]: a property not allowed on the packet, a
+//!   duplicate, an out-of-range value, authentication data without a
+//!   method, packet identifier 0, a reason code not listed for the packet,
+//!   a 5.0 SUBSCRIBE without filters or with QoS 3 or retain handling 3,
+//!   No Local on a shared subscription, a 5.0 PUBLISH with an empty topic
+//!   and no topic alias, a response topic with wildcards.
+//! - [`DecodeError::TopicNameInvalid`] / [`DecodeError::TopicFilterInvalid`]:
+//!   PUBLISH and will topics, SUBSCRIBE and UNSUBSCRIBE filters, as judged
+//!   by [`crate::topic`].
+//!
+//! Server-to-client packets (CONNACK, SUBACK, UNSUBACK, PINGRESP) decode
+//! too, with the same strictness.
 
 mod connect;
 mod control;
@@ -217,6 +242,12 @@ fn plan(packet: &Packet, protocol: Protocol) -> Option<(u8, Sizes)> {
 }
 
 /// Appends the encoding of `packet` for `protocol` to `out`.
+///
+/// The packet is taken as valid; only what the wire cannot carry fails:
+/// a string or binary field over 65,535 bytes or a subscription identifier
+/// over 268,435,455 ([`EncodeError::FieldTooLong`]), a packet over the
+/// remaining-length limit ([`EncodeError::PacketTooLarge`]), AUTH before
+/// 5.0 ([`EncodeError::NotInProtocol`]).
 ///
 /// Fields that `protocol` lacks are left out (properties and ack reasons
 /// in 3.x); a CONNECT is encoded for its own `protocol` field. 5.0 acks,
