@@ -77,112 +77,117 @@ fn protocol_or_none() -> impl Strategy<Value = Option<Protocol>> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+/// Named `codec` so that `cargo test codec` selects these tests too.
+mod codec {
+    use super::*;
 
-    #[test]
-    fn round_trip((v, p) in gen::versioned_packet()) {
-        let bytes = encoded(&p, v);
-        prop_assert_eq!(encoded_len(&p, v), bytes.len());
-        let mut buf = bytes.clone();
-        let decoded = decode(&mut buf, Some(v), MAX);
-        prop_assert_eq!(decoded, Ok(Some(p.clone())));
-        prop_assert!(buf.is_empty());
-        if let Packet::Connect(_) = p {
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn round_trip((v, p) in gen::versioned_packet()) {
+            let bytes = encoded(&p, v);
+            prop_assert_eq!(encoded_len(&p, v), bytes.len());
             let mut buf = bytes.clone();
-            prop_assert_eq!(decode(&mut buf, None, MAX), Ok(Some(p)));
-        }
-    }
-
-    #[test]
-    fn prefixes_are_incomplete((v, p) in gen::versioned_packet()) {
-        let bytes = encoded(&p, v);
-        for end in 0..bytes.len() {
-            let mut buf = BytesMut::from(&bytes[..end]);
-            prop_assert_eq!(decode(&mut buf, Some(v), MAX), Ok(None));
-            prop_assert_eq!(buf.len(), end);
-        }
-    }
-
-    #[test]
-    fn arbitrary_bytes_never_panic(
-        bytes in proptest::collection::vec(any::<u8>(), 0..96),
-        v in protocol_or_none(),
-        max in prop_oneof![Just(MAX), 0usize..64],
-    ) {
-        decode_all(BytesMut::from(&bytes[..]), v, max);
-    }
-
-    #[test]
-    fn framed_garbage_never_panics(
-        byte1 in any::<u8>(),
-        body in proptest::collection::vec(any::<u8>(), 0..64),
-        v in protocol_or_none(),
-    ) {
-        // A correct fixed header so that the body parsers see the garbage.
-        let mut bytes = vec![byte1, body.len() as u8];
-        bytes.extend_from_slice(&body);
-        decode_all(BytesMut::from(&bytes[..]), v, MAX);
-    }
-
-    #[test]
-    fn mutated_packets_never_panic(
-        (v, p) in gen::versioned_packet(),
-        mutations in proptest::collection::vec(mutation(), 1..4),
-        as_first in any::<bool>(),
-    ) {
-        let mut bytes = encoded(&p, v).to_vec();
-        for m in &mutations {
-            if !bytes.is_empty() {
-                mutate(&mut bytes, m);
+            let decoded = decode(&mut buf, Some(v), MAX);
+            prop_assert_eq!(decoded, Ok(Some(p.clone())));
+            prop_assert!(buf.is_empty());
+            if let Packet::Connect(_) = p {
+                let mut buf = bytes.clone();
+                prop_assert_eq!(decode(&mut buf, None, MAX), Ok(Some(p)));
             }
         }
-        decode_all(BytesMut::from(&bytes[..]), if as_first { None } else { Some(v) }, MAX);
+
+        #[test]
+        fn prefixes_are_incomplete((v, p) in gen::versioned_packet()) {
+            let bytes = encoded(&p, v);
+            for end in 0..bytes.len() {
+                let mut buf = BytesMut::from(&bytes[..end]);
+                prop_assert_eq!(decode(&mut buf, Some(v), MAX), Ok(None));
+                prop_assert_eq!(buf.len(), end);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..96),
+            v in protocol_or_none(),
+            max in prop_oneof![Just(MAX), 0usize..64],
+        ) {
+            decode_all(BytesMut::from(&bytes[..]), v, max);
+        }
+
+        #[test]
+        fn framed_garbage_never_panics(
+            byte1 in any::<u8>(),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+            v in protocol_or_none(),
+        ) {
+            // A correct fixed header so that the body parsers see the garbage.
+            let mut bytes = vec![byte1, body.len() as u8];
+            bytes.extend_from_slice(&body);
+            decode_all(BytesMut::from(&bytes[..]), v, MAX);
+        }
+
+        #[test]
+        fn mutated_packets_never_panic(
+            (v, p) in gen::versioned_packet(),
+            mutations in proptest::collection::vec(mutation(), 1..4),
+            as_first in any::<bool>(),
+        ) {
+            let mut bytes = encoded(&p, v).to_vec();
+            for m in &mutations {
+                if !bytes.is_empty() {
+                    mutate(&mut bytes, m);
+                }
+            }
+            decode_all(BytesMut::from(&bytes[..]), if as_first { None } else { Some(v) }, MAX);
+        }
     }
-}
 
-fn oracle_err(e: mqttbytes::Error) -> TestCaseError {
-    TestCaseError::fail(format!("mqttbytes: {e:?}"))
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-    /// 3.1.1: mqttbytes reads what we write, as the same packet; it writes
-    /// the very same bytes; and we read what it writes.
-    #[test]
-    fn mqttbytes_v4_agrees(p in gen::packet(Protocol::V311).prop_map(oracle_v4::fit)) {
-        let theirs = oracle_v4::to_v4(&p).expect("3.1.1 has no AUTH");
-        let ours = encoded(&p, Protocol::V311);
-        let mut buf = ours.clone();
-        prop_assert_eq!(mqttbytes::v4::read(&mut buf, MAX).map_err(oracle_err)?, theirs.clone());
-        let mut written = BytesMut::new();
-        oracle_v4::write(&theirs, &mut written).map_err(oracle_err)?;
-        prop_assert_eq!(&written, &ours);
-        prop_assert_eq!(decode(&mut written, Some(Protocol::V311), MAX), Ok(Some(p)));
+    fn oracle_err(e: mqttbytes::Error) -> TestCaseError {
+        TestCaseError::fail(format!("mqttbytes: {e:?}"))
     }
 
-    /// 5.0: mqttbytes reads what we write, as the same packet, and we read
-    /// what it writes (property order differs, so bytes are not compared).
-    #[test]
-    fn mqttbytes_v5_agrees(
-        p in gen::packet(Protocol::V5)
-            .prop_filter("AUTH is not in mqttbytes", |p| !matches!(p, Packet::Auth(_)))
-            .prop_map(oracle_v5::fit)
-    ) {
-        let theirs = if oracle_v5::mqttbytes_reads(&p) {
-            let mut buf = encoded(&p, Protocol::V5);
-            let theirs = mqttbytes::v5::read(&mut buf, MAX).map_err(oracle_err)?;
-            prop_assert!(buf.is_empty());
-            prop_assert_eq!(oracle_v5::from_v5(theirs.clone()), p.clone());
-            theirs
-        } else {
-            let Packet::Disconnect(d) = &p else { unreachable!("only DISCONNECT is unreadable") };
-            oracle_v5::disconnect(d)
-        };
-        let mut written = BytesMut::new();
-        oracle_v5::write(&oracle_v5::writable(theirs), &mut written).map_err(oracle_err)?;
-        prop_assert_eq!(decode(&mut written, Some(Protocol::V5), MAX), Ok(Some(p)));
-        prop_assert!(written.is_empty());
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// 3.1.1: mqttbytes reads what we write, as the same packet; it writes
+        /// the very same bytes; and we read what it writes.
+        #[test]
+        fn mqttbytes_v4_agrees(p in gen::packet(Protocol::V311).prop_map(oracle_v4::fit)) {
+            let theirs = oracle_v4::to_v4(&p).expect("3.1.1 has no AUTH");
+            let ours = encoded(&p, Protocol::V311);
+            let mut buf = ours.clone();
+            prop_assert_eq!(mqttbytes::v4::read(&mut buf, MAX).map_err(oracle_err)?, theirs.clone());
+            let mut written = BytesMut::new();
+            oracle_v4::write(&theirs, &mut written).map_err(oracle_err)?;
+            prop_assert_eq!(&written, &ours);
+            prop_assert_eq!(decode(&mut written, Some(Protocol::V311), MAX), Ok(Some(p)));
+        }
+
+        /// 5.0: mqttbytes reads what we write, as the same packet, and we read
+        /// what it writes (property order differs, so bytes are not compared).
+        #[test]
+        fn mqttbytes_v5_agrees(
+            p in gen::packet(Protocol::V5)
+                .prop_filter("AUTH is not in mqttbytes", |p| !matches!(p, Packet::Auth(_)))
+                .prop_map(oracle_v5::fit)
+        ) {
+            let theirs = if oracle_v5::mqttbytes_reads(&p) {
+                let mut buf = encoded(&p, Protocol::V5);
+                let theirs = mqttbytes::v5::read(&mut buf, MAX).map_err(oracle_err)?;
+                prop_assert!(buf.is_empty());
+                prop_assert_eq!(oracle_v5::from_v5(theirs.clone()), p.clone());
+                theirs
+            } else {
+                let Packet::Disconnect(d) = &p else { unreachable!("only DISCONNECT is unreadable") };
+                oracle_v5::disconnect(d)
+            };
+            let mut written = BytesMut::new();
+            oracle_v5::write(&oracle_v5::writable(theirs), &mut written).map_err(oracle_err)?;
+            prop_assert_eq!(decode(&mut written, Some(Protocol::V5), MAX), Ok(Some(p)));
+            prop_assert!(written.is_empty());
+        }
     }
 }
