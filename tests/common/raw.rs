@@ -947,6 +947,11 @@ impl Raw {
             match self.recv_within(left).await {
                 Recv::Packet(p) if pred(&p) => break p,
                 Recv::Packet(p @ Packet::Publish(_)) | Recv::Packet(p @ Packet::PingResp) => stash.push(p),
+                // Acks for earlier pipelined QoS 1/2 sends are not errors.
+                Recv::Packet(Packet::Ack {
+                    kind: kind::PUBACK | kind::PUBCOMP,
+                    ..
+                }) => {}
                 Recv::Packet(p) => panic!("{}: waiting for {what}, got {p:?}", self.name),
                 other => panic!("{}: waiting for {what}, got {other:?} (stashed {stash:?})", self.name),
             }
