@@ -1,1 +1,158 @@
-//! TODO
+//! The admin HTTP listener: `GET /health` and `GET /metrics`.
+//!
+//! [`router`] needs no socket, so tests drive it with `tower::ServiceExt`.
+
+use crate::metrics::Metrics;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use parking_lot::RwLock;
+use std::sync::Arc;
+
+/// Content type of `/metrics`: prometheus-client emits OpenMetrics text.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Liveness of the client listeners, shared between the accept loops
+/// (which report) and `/health` (which reads).
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    listeners: Arc<RwLock<Vec<(&'static str, bool)>>>,
+}
+
+impl Health {
+    /// Records whether listener `name` is accepting; registers it on first use.
+    pub fn set(&self, name: &'static str, up: bool) {
+        let mut listeners = self.listeners.write();
+        match listeners.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = up,
+            None => listeners.push((name, up)),
+        }
+    }
+
+    /// Names of the registered listeners that are down.
+    pub fn down(&self) -> Vec<&'static str> {
+        self.listeners
+            .read()
+            .iter()
+            .filter(|(_, up)| !up)
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// Whether every registered listener is up (and at least one exists).
+    pub fn all_up(&self) -> bool {
+        let listeners = self.listeners.read();
+        !listeners.is_empty() && listeners.iter().all(|(_, up)| *up)
+    }
+}
+
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The broker's metrics.
+    pub metrics: Metrics,
+    /// Listener liveness.
+    pub health: Health,
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn health(State(state): State<AdminState>) -> Response {
+    if state.health.all_up() {
+        (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))).into_response()
+    } else {
+        let body = serde_json::json!({ "status": "unavailable", "down": state.health.down() });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(state: AdminState, uri: &str) -> (StatusCode, String, String) {
+        let request = Request::get(uri).body(Body::empty()).expect("request");
+        let response = router(state).oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).expect("utf-8"),
+        )
+    }
+
+    fn state() -> AdminState {
+        AdminState {
+            metrics: Metrics::default(),
+            health: Health::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn health_follows_listeners() {
+        let s = state();
+        let (status, _, _) = get(s.clone(), "/health").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "no listener yet");
+
+        s.health.set("tcp", true);
+        s.health.set("tls", true);
+        let (status, _, body) = get(s.clone(), "/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, r#"{"status":"ok"}"#);
+
+        s.health.set("tls", false);
+        let (status, _, body) = get(s.clone(), "/health").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("\"tls\"") && body.contains("unavailable"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_renders_openmetrics() {
+        let s = state();
+        s.metrics.connections.set(3);
+        s.metrics.connections_refused.inc();
+        let (status, content_type, body) = get(s, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, METRICS_CONTENT_TYPE);
+        assert!(body.contains("tern_connections 3"), "{body}");
+        assert!(body.contains("tern_connections_refused_total 1"), "{body}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn unknown_path_is_404() {
+        let (status, _, _) = get(state(), "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}

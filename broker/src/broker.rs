@@ -1,15 +1,590 @@
-//! The node's shared broker state.
-use crate::config::Config;
+//! The node's shared state: the session registry (takeover, expiry,
+//! export/import), the subscription table, retained messages, wills, and
+//! the publish path: local matching plus [`RemoteRoutes`].
+//!
+//! Locking: every session has its own mutex; there is no lock shared by all
+//! publishes. Order is always registry shard → session → table shard, and
+//! the publish path never holds two of them at once.
+
+use crate::auth::{AnonymousAuth, Authenticator, BoxFuture};
+use crate::config::{Config, SharedPolicy};
 use crate::metrics::Metrics;
-use std::sync::Arc;
+use crate::retained::RetainedStore;
+use crate::routes::{LocalOnly, RemoteRoutes};
+use crate::session::{now_ms, Delivery, Enqueued, Message, SessionData, Will};
+use crate::topic;
+use crate::trie::{ClientId, Matches, SharedMatch, SubEntry, SubscriptionTable};
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-/// Shared state of one broker node.
-pub struct Broker {}
+/// A session shared between its connection and the publishers feeding it.
+pub struct SessionCell {
+    /// Client identifier.
+    pub client_id: ClientId,
+    pub(crate) state: Mutex<SessionState>,
+    /// Wakes the connection when the queue grows.
+    pub(crate) notify: Notify,
+    /// Cheap "has a connection" flag for shared-subscription picks.
+    online: AtomicBool,
+}
 
-impl Broker {
-    /// A broker with no sessions.
-    pub fn new(config: Arc<Config>, metrics: Metrics) -> Arc<Broker> {
-        let _ = (config, metrics);
-        unimplemented!()
+pub(crate) struct SessionState {
+    pub data: SessionData,
+    /// The connection that owns the session, if any.
+    pub owner: Option<Owner>,
+    /// Replaced by a clean start, or expired: its connection must stop.
+    pub ended: bool,
+    /// When the last connection left (ms since epoch).
+    pub offline_since: Option<u64>,
+}
+
+pub(crate) struct Owner {
+    pub id: u64,
+    /// Cancelled when another connection takes the session over.
+    pub kick: CancellationToken,
+}
+
+impl SessionCell {
+    fn new(data: SessionData) -> Arc<SessionCell> {
+        Arc::new(SessionCell {
+            client_id: data.client_id.clone(),
+            state: Mutex::new(SessionState {
+                data,
+                owner: None,
+                ended: false,
+                offline_since: Some(now_ms()),
+            }),
+            notify: Notify::new(),
+            online: AtomicBool::new(false),
+        })
+    }
+
+    /// A copy of the session's exportable state.
+    pub fn export(&self) -> SessionData {
+        self.state.lock().data.clone()
+    }
+
+    /// True while a connection owns the session.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
     }
 }
+
+/// A connection's claim on a session, from [`Broker::attach`].
+pub struct Attached {
+    /// The session.
+    pub cell: Arc<SessionCell>,
+    /// CONNACK's session-present flag.
+    pub session_present: bool,
+    /// This connection's owner id.
+    pub owner_id: u64,
+    /// Cancelled if another connection takes the session over.
+    pub kicked: CancellationToken,
+}
+
+/// How a connection ended, for the will and the session's fate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// DISCONNECT with reason 0: the will is discarded.
+    Normal,
+    /// DISCONNECT 0x04, a dropped socket, a protocol error or a keep-alive
+    /// timeout: the will is published (after its delay).
+    Abnormal,
+    /// Another connection took the session over: the will is published
+    /// only if it has no delay (the new connection cancels delayed ones).
+    TakenOver,
+    /// The server is shutting down: the session stays for the client's
+    /// return (here or on another node); no will.
+    Shutdown,
+}
+
+thread_local! {
+    // Reused per thread so that matching allocates nothing in steady state.
+    static MATCHES: RefCell<Matches> = RefCell::new(Matches::default());
+}
+
+/// Shared state of one broker node.
+pub struct Broker {
+    config: Arc<Config>,
+    metrics: Metrics,
+    sessions: DashMap<ClientId, Arc<SessionCell>>,
+    subs: SubscriptionTable,
+    retained: RetainedStore<Arc<Message>>,
+    remote: Arc<dyn RemoteRoutes>,
+    auth: Arc<dyn Authenticator>,
+    pending_wills: DashMap<ClientId, CancellationToken>,
+    shared_rr: DashMap<(Arc<str>, Arc<str>), AtomicUsize>,
+    next_owner: AtomicU64,
+}
+
+impl Broker {
+    /// A broker with no sessions, the embedded authenticator and no peers.
+    pub fn new(config: Arc<Config>, metrics: Metrics) -> Arc<Broker> {
+        let auth = Arc::new(AnonymousAuth {
+            allow_anonymous: config.auth.allow_anonymous,
+        });
+        Broker::with_parts(config, metrics, auth, Arc::new(LocalOnly))
+    }
+
+    /// A broker with the given authenticator and remote routes. Starts the
+    /// housekeeping task (session expiry) when called inside a runtime.
+    pub fn with_parts(
+        config: Arc<Config>,
+        metrics: Metrics,
+        auth: Arc<dyn Authenticator>,
+        remote: Arc<dyn RemoteRoutes>,
+    ) -> Arc<Broker> {
+        let broker = Arc::new(Broker {
+            config,
+            metrics,
+            sessions: DashMap::new(),
+            subs: SubscriptionTable::new(),
+            retained: RetainedStore::new(),
+            remote,
+            auth,
+            pending_wills: DashMap::new(),
+            shared_rr: DashMap::new(),
+            next_owner: AtomicU64::new(1),
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(housekeeping(Arc::downgrade(&broker)));
+        }
+        broker
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The authenticator.
+    pub fn auth(&self) -> &dyn Authenticator {
+        &*self.auth
+    }
+
+    /// Number of sessions, online and offline.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The session of `client_id`, if any.
+    pub fn session(&self, client_id: &str) -> Option<Arc<SessionCell>> {
+        self.sessions.get(client_id).map(|e| e.value().clone())
+    }
+
+    /// Claims the session of `client_id` for a new connection: takes it
+    /// over from a live connection (kicking it), discards it on clean start,
+    /// or resumes it. Cancels a pending delayed will.
+    pub fn attach(&self, client_id: &ClientId, clean_start: bool) -> Attached {
+        if let Some((_, token)) = self.pending_wills.remove(client_id) {
+            token.cancel();
+        }
+        let owner_id = self.next_owner.fetch_add(1, Ordering::Relaxed);
+        let kicked = CancellationToken::new();
+        let owner = Owner {
+            id: owner_id,
+            kick: kicked.clone(),
+        };
+        let (cell, session_present) = match self.sessions.entry(client_id.clone()) {
+            Entry::Occupied(mut e) => {
+                let old = e.get().clone();
+                let mut st = old.state.lock();
+                if let Some(prev) = st.owner.take() {
+                    prev.kick.cancel();
+                }
+                if clean_start || st.ended {
+                    st.ended = true;
+                    self.drop_subscriptions(&mut st.data);
+                    drop(st);
+                    old.online.store(false, Ordering::Relaxed);
+                    let cell = SessionCell::new(SessionData::new(client_id.clone()));
+                    e.insert(cell.clone());
+                    (cell, false)
+                } else {
+                    st.owner = Some(owner);
+                    st.offline_since = None;
+                    drop(st);
+                    old.online.store(true, Ordering::Relaxed);
+                    return Attached {
+                        cell: old,
+                        session_present: true,
+                        owner_id,
+                        kicked,
+                    };
+                }
+            }
+            Entry::Vacant(v) => {
+                let cell = SessionCell::new(SessionData::new(client_id.clone()));
+                v.insert(cell.clone());
+                self.metrics.sessions.inc();
+                (cell, false)
+            }
+        };
+        {
+            let mut st = cell.state.lock();
+            st.owner = Some(owner);
+            st.offline_since = None;
+        }
+        cell.online.store(true, Ordering::Relaxed);
+        Attached {
+            cell,
+            session_present,
+            owner_id,
+            kicked,
+        }
+    }
+
+    /// The connection `owner_id` of `cell` ended as `kind`, holding `will`
+    /// (the will is the connection's: a session taken over keeps the new
+    /// connection's). Publishes or schedules the will, and ends a session
+    /// whose expiry is 0.
+    pub fn detach(self: &Arc<Self>, cell: &Arc<SessionCell>, owner_id: u64, kind: CloseKind, will: Option<Will>) {
+        let will = match kind {
+            CloseKind::Abnormal | CloseKind::TakenOver => will,
+            CloseKind::Normal | CloseKind::Shutdown => None,
+        };
+        let (expiry, ended) = {
+            let mut st = cell.state.lock();
+            if st.owner.as_ref().is_none_or(|o| o.id != owner_id) {
+                // Taken over: a new connection is present, so only an
+                // undelayed will goes out.
+                drop(st);
+                if let Some(w) = will.filter(|w| w.delay == 0) {
+                    self.publish(Arc::new(w.to_message()));
+                }
+                return;
+            }
+            st.owner = None;
+            st.data.will = None;
+            cell.online.store(false, Ordering::Relaxed);
+            let expiry = st.data.expiry_interval;
+            let ended = expiry == 0;
+            if ended {
+                st.ended = true;
+                self.drop_subscriptions(&mut st.data);
+            } else {
+                st.offline_since = Some(now_ms());
+            }
+            (expiry, ended)
+        };
+        if ended && self.sessions.remove_if(&cell.client_id, |_, v| Arc::ptr_eq(v, cell)).is_some() {
+            self.metrics.sessions.dec();
+        }
+        if let Some(w) = will {
+            // The will goes out at the earlier of its delay and the session's end.
+            let delay = w.delay.min(expiry);
+            if delay == 0 {
+                self.publish(Arc::new(w.to_message()));
+            } else {
+                self.schedule_will(cell.client_id.clone(), w, delay);
+            }
+        }
+    }
+
+    fn schedule_will(self: &Arc<Self>, client: ClientId, will: Will, delay_secs: u32) {
+        let token = CancellationToken::new();
+        if let Some(old) = self.pending_wills.insert(client.clone(), token.clone()) {
+            old.cancel();
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(u64::from(delay_secs))) => {
+                    if let Some(b) = weak.upgrade() {
+                        b.pending_wills.remove_if(&client, |_, t| t.is_cancelled() || std::ptr::eq(t, &token));
+                        b.publish(Arc::new(will.to_message()));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Removes every subscription of a session from the table.
+    fn drop_subscriptions(&self, data: &mut SessionData) {
+        for filter in data.subscriptions.keys() {
+            if self.subs.unsubscribe(filter, &data.client_id) {
+                self.metrics.subscriptions.dec();
+                self.remote.route_removed(filter, &data.client_id);
+            }
+        }
+        data.subscriptions.clear();
+    }
+
+    /// Adds a subscription of `cell`'s session. Returns whether it is new,
+    /// or `None` if the session has ended (taken over by a clean start).
+    pub fn subscribe(&self, cell: &SessionCell, owner_id: u64, filter: &str, entry: SubEntry) -> Option<bool> {
+        let mut st = cell.state.lock();
+        if st.ended || st.owner.as_ref().is_none_or(|o| o.id != owner_id) {
+            return None;
+        }
+        st.data.subscriptions.insert(filter.to_owned(), entry.clone());
+        let new = self.subs.subscribe(filter, &cell.client_id, entry);
+        if new {
+            self.metrics.subscriptions.inc();
+            self.remote.route_added(filter, &cell.client_id);
+        }
+        Some(new)
+    }
+
+    /// Removes a subscription; true if it existed.
+    pub fn unsubscribe(&self, cell: &SessionCell, owner_id: u64, filter: &str) -> bool {
+        let mut st = cell.state.lock();
+        if st.ended || st.owner.as_ref().is_none_or(|o| o.id != owner_id) {
+            return false;
+        }
+        let existed = st.data.subscriptions.remove(filter).is_some();
+        if self.subs.unsubscribe(filter, &cell.client_id) {
+            self.metrics.subscriptions.dec();
+            self.remote.route_removed(filter, &cell.client_id);
+        }
+        existed
+    }
+
+    /// Retained messages matching a plain `filter`, expired ones left out.
+    pub fn retained_for(&self, filter: &str) -> Vec<(String, Arc<Message>)> {
+        let mut out = Vec::new();
+        self.retained.matching(filter, &mut out);
+        let now = now_ms();
+        out.retain(|(_, m)| !m.expired(now));
+        out
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Publishes `msg` on this node: updates the retained store, delivers
+    /// to local subscribers and forwards to remote routes. Returns the
+    /// number of local sessions it reached and the remote acknowledgement
+    /// to wait on (for QoS 1/2).
+    pub fn publish(&self, msg: Arc<Message>) -> (usize, Option<BoxFuture<'static, ()>>) {
+        if msg.retain && self.config.mqtt.retain_available {
+            self.store_retained(&msg);
+        }
+        let n = self.route_local(&msg);
+        (n, self.remote.forward(&msg))
+    }
+
+    fn store_retained(&self, msg: &Arc<Message>) {
+        if msg.payload.is_empty() {
+            if self.retained.remove(&msg.topic) {
+                self.metrics.retained.dec();
+            }
+        } else if self.retained.set(&msg.topic, msg.clone()) {
+            self.metrics.retained.inc();
+        }
+    }
+
+    /// Delivers `msg` to matching local sessions; returns how many.
+    pub fn route_local(&self, msg: &Arc<Message>) -> usize {
+        MATCHES.with(|m| {
+            let mut m = m.borrow_mut();
+            m.clear();
+            self.subs.matches(&msg.topic, &mut m);
+            let Matches { direct, shared } = &mut *m;
+            let mut n = self.deliver_direct(msg, direct);
+            for group in shared.iter() {
+                n += usize::from(self.deliver_shared(msg, group));
+            }
+            n
+        })
+    }
+
+    /// One delivery per client however many of its subscriptions match:
+    /// the highest QoS, and (5.0) every subscription identifier.
+    fn deliver_direct(&self, msg: &Arc<Message>, direct: &mut [(ClientId, SubEntry)]) -> usize {
+        direct.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut n = 0;
+        for group in direct.chunk_by(|a, b| a.0 == b.0) {
+            let client = &group[0].0;
+            let mut qos = None;
+            let mut retain = false;
+            let mut sub_ids = Vec::new();
+            for (_, e) in group {
+                if e.options.no_local && msg.origin.as_ref() == Some(client) {
+                    continue;
+                }
+                qos = qos.max(Some(msg.qos.min(e.options.qos)));
+                retain |= e.options.retain_as_published && msg.retain;
+                sub_ids.extend(e.identifier);
+            }
+            if let Some(qos) = qos {
+                let d = Delivery {
+                    msg: msg.clone(),
+                    qos,
+                    retain,
+                    sub_ids,
+                };
+                n += usize::from(self.deliver(client, d));
+            }
+        }
+        n
+    }
+
+    /// Exactly one member of a shared group gets the message: by the
+    /// configured policy, among online members when there are any.
+    fn deliver_shared(&self, msg: &Arc<Message>, group: &SharedMatch) -> bool {
+        let members = &group.members;
+        if members.is_empty() {
+            return false;
+        }
+        let start = match self.config.mqtt.shared_subscription_policy {
+            SharedPolicy::Random => rand::random::<usize>(),
+            SharedPolicy::RoundRobin | SharedPolicy::PreferLocal => self
+                .shared_rr
+                .entry((group.group.clone(), group.filter.clone()))
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed),
+        } % members.len();
+        let pick = (0..members.len())
+            .map(|i| &members[(start + i) % members.len()])
+            .find(|(c, _)| self.session(c).is_some_and(|s| s.is_online()))
+            .unwrap_or(&members[start]);
+        let (client, e) = pick;
+        let d = Delivery {
+            msg: msg.clone(),
+            qos: msg.qos.min(e.options.qos),
+            retain: e.options.retain_as_published && msg.retain,
+            sub_ids: e.identifier.into_iter().collect(),
+        };
+        self.deliver(client, d)
+    }
+
+    /// Queues `d` for `client`'s session and wakes its connection.
+    pub fn deliver(&self, client: &str, d: Delivery) -> bool {
+        let Some(cell) = self.session(client) else {
+            return false;
+        };
+        let mut st = cell.state.lock();
+        if st.ended {
+            return false;
+        }
+        let online = st.owner.is_some();
+        let limit = if online {
+            self.config.mqtt.max_online_messages
+        } else {
+            self.config.mqtt.max_offline_messages
+        };
+        let outcome = st.data.enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
+        drop(st);
+        match outcome {
+            Enqueued::Queued => {
+                if online {
+                    cell.notify.notify_one();
+                }
+                true
+            }
+            Enqueued::Dropped => {
+                self.metrics.queue_drops.inc();
+                tracing::debug!(client_id = %client, "queue full, message dropped");
+                true
+            }
+            Enqueued::Skipped => false,
+        }
+    }
+
+    /// A copy of `client_id`'s session state, to move it elsewhere.
+    pub fn export_session(&self, client_id: &str) -> Option<SessionData> {
+        self.session(client_id).map(|c| c.export())
+    }
+
+    /// Installs a session (offline) from exported state, replacing any
+    /// offline session of the same client. Refused (false) while one is online.
+    pub fn import_session(&self, data: SessionData) -> bool {
+        let client = data.client_id.clone();
+        if self.session(&client).is_some_and(|c| c.is_online()) {
+            return false;
+        }
+        let filters: Vec<(String, SubEntry)> = data
+            .subscriptions
+            .iter()
+            .map(|(f, e)| (f.clone(), e.clone()))
+            .collect();
+        let cell = SessionCell::new(data);
+        if let Some(old) = self.sessions.insert(client.clone(), cell) {
+            let mut st = old.state.lock();
+            st.ended = true;
+            let mut old_data = std::mem::replace(&mut st.data, SessionData::new(client.clone()));
+            drop(st);
+            self.drop_subscriptions(&mut old_data);
+        } else {
+            self.metrics.sessions.inc();
+        }
+        for (f, e) in filters {
+            if topic::valid_topic_filter(&f) && self.subs.subscribe(&f, &client, e) {
+                self.metrics.subscriptions.inc();
+                self.remote.route_added(&f, &client);
+            }
+        }
+        true
+    }
+
+    /// Ends offline sessions whose expiry has passed; returns how many.
+    pub fn expire_sessions(&self, now: u64) -> usize {
+        let mut expired = Vec::new();
+        for e in self.sessions.iter() {
+            let st = e.value().state.lock();
+            if let (None, Some(since)) = (&st.owner, st.offline_since) {
+                let exp = st.data.expiry_interval;
+                if exp != u32::MAX && since.saturating_add(u64::from(exp) * 1000) <= now {
+                    expired.push(e.value().clone());
+                }
+            }
+        }
+        let mut n = 0;
+        for cell in expired {
+            let removed = self.sessions.remove_if(&cell.client_id, |_, v| {
+                Arc::ptr_eq(v, &cell) && v.state.lock().owner.is_none()
+            });
+            if removed.is_some() {
+                let mut st = cell.state.lock();
+                st.ended = true;
+                self.drop_subscriptions(&mut st.data);
+                self.metrics.sessions.dec();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Drops retained messages whose expiry has passed.
+    pub fn expire_retained(&self, now: u64) -> usize {
+        let n = self.retained.retain_where(|_, m| !m.expired(now));
+        for _ in 0..n {
+            self.metrics.retained.dec();
+        }
+        n
+    }
+}
+
+/// Periodic work: session and retained-message expiry. Ends with the broker.
+async fn housekeeping(broker: Weak<Broker>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds: u64 = 0;
+    loop {
+        tick.tick().await;
+        let Some(b) = broker.upgrade() else { return };
+        let now = now_ms();
+        b.expire_sessions(now);
+        rounds += 1;
+        if rounds % 40 == 0 {
+            b.expire_retained(now);
+        }
+    }
+}
+

@@ -6,6 +6,7 @@
 //! - [`trie`]: the subscription table.
 //! - [`retained`]: the retained-message store.
 //! - [`session`]: a session's state (subscriptions, queue, in-flight), exportable as a value.
+//! - [`routes`]: the seam where the cluster plugs in remote routes.
 //! - [`broker`]: the node's shared state and the publish path (local match + remote routes).
 //! - [`connection`]: the per-connection protocol loop.
 //! - [`auth`]: the authentication seam.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod connection;
 pub mod metrics;
 pub mod retained;
+pub mod routes;
 pub mod server;
 pub mod session;
 pub mod tls;

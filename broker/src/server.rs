@@ -1,1 +1,278 @@
-//! TODO
+//! The running node: client listeners (TCP, TLS), the admin HTTP listener
+//! and the shutdown tree.
+//!
+//! One [`CancellationToken`] is the root of shutdown: accept loops and the
+//! admin server stop on it, and every connection holds a child token. A
+//! second, internal token drops whatever is left when the grace period ends.
+
+mod listener;
+
+use crate::admin::{self, AdminState, Health};
+use crate::broker::Broker;
+use crate::config::{Config, ConfigError};
+use crate::connection::{self, ConnInfo};
+use crate::metrics::Metrics;
+use crate::tls::{self, TlsError};
+use listener::{Handler, Listener};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::{JoinError, JoinHandle};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS listener's certificates or key are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A listener could not bind its address.
+    #[error("cannot bind the {listener} listener to {addr}")]
+    Bind {
+        /// "tcp", "tls" or "admin".
+        listener: &'static str,
+        /// The configured address.
+        addr: SocketAddr,
+        /// The bind failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listener task panicked.
+    #[error("the {task} task failed")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// The panic.
+        #[source]
+        source: JoinError,
+    },
+}
+
+/// Hands accepted streams to [`connection::serve`].
+#[derive(Clone)]
+struct BrokerHandler(Arc<Broker>);
+
+impl Handler for BrokerHandler {
+    fn handle<S>(
+        &self,
+        stream: S,
+        info: ConnInfo,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        connection::serve(stream, info, self.0.clone(), shutdown)
+    }
+}
+
+/// A running broker node. Dropping it cancels the shutdown token without
+/// waiting; call [`shutdown`](Server::shutdown) for a graceful stop.
+pub struct Server {
+    config: Arc<Config>,
+    broker: Arc<Broker>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+    connections: TaskTracker,
+    accept_loops: Vec<(&'static str, JoinHandle<()>)>,
+    admin: Option<JoinHandle<()>>,
+    tcp_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    _cancel_on_drop: DropGuard,
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}
+
+/// The bound address of an optional socket.
+fn local_addr(
+    name: &'static str,
+    socket: &Option<TcpListener>,
+    configured: SocketAddr,
+) -> Result<Option<SocketAddr>, ServerError> {
+    socket
+        .as_ref()
+        .map(|s| {
+            s.local_addr().map_err(|source| ServerError::Bind {
+                listener: name,
+                addr: configured,
+                source,
+            })
+        })
+        .transpose()
+}
+
+impl Server {
+    /// Validates config, binds every enabled listener (port 0 allowed) and
+    /// the admin listener, spawns accept loops.
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        let (tcp_cfg, tls_cfg) = (&config.listeners.tcp, &config.listeners.tls);
+        let acceptor = match tls_cfg.enabled {
+            true => Some(tls::acceptor(tls_cfg)?),
+            false => None,
+        };
+        // Bind everything before spawning anything, so a failure leaves
+        // nothing running.
+        let tcp = match tcp_cfg.enabled {
+            true => Some(bind("tcp", tcp_cfg.bind).await?),
+            false => None,
+        };
+        let tls = match tls_cfg.enabled {
+            true => Some(bind("tls", tls_cfg.bind).await?),
+            false => None,
+        };
+        let admin_socket = match config.admin.enabled {
+            true => Some(bind("admin", config.admin.bind).await?),
+            false => None,
+        };
+        let tcp_addr = local_addr("tcp", &tcp, tcp_cfg.bind)?;
+        let tls_addr = local_addr("tls", &tls, tls_cfg.bind)?;
+        let admin_addr = local_addr("admin", &admin_socket, config.admin.bind)?;
+
+        let metrics = Metrics::default();
+        let config = Arc::new(config);
+        let broker = Broker::new(config.clone(), metrics.clone());
+        let health = Health::default();
+        let shutdown = CancellationToken::new();
+        let kill = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let listener = |name, tls, max_connections| Listener {
+            name,
+            tls,
+            max_connections,
+            handler: BrokerHandler(broker.clone()),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            tracker: connections.clone(),
+            shutdown: shutdown.clone(),
+            kill: kill.clone(),
+        };
+        let mut accept_loops = Vec::new();
+        if let Some(socket) = tcp {
+            let l = listener("tcp", None, config.listeners.tcp.max_connections);
+            accept_loops.push(("tcp", l.spawn(socket)));
+        }
+        if let Some(socket) = tls {
+            let l = listener("tls", acceptor, config.listeners.tls.max_connections);
+            accept_loops.push(("tls", l.spawn(socket)));
+        }
+        let admin = admin_socket.map(|socket| {
+            let state = AdminState {
+                metrics: metrics.clone(),
+                health: health.clone(),
+            };
+            let stop = shutdown.clone().cancelled_owned();
+            tokio::spawn(async move {
+                let serve = axum::serve(socket, admin::router(state)).with_graceful_shutdown(stop);
+                if let Err(e) = serve.await {
+                    error!(error = %e, "admin listener failed");
+                }
+            })
+        });
+        debug!(?tcp_addr, ?tls_addr, ?admin_addr, "listeners started");
+        Ok(Server {
+            _cancel_on_drop: shutdown.clone().drop_guard(),
+            config,
+            broker,
+            metrics,
+            shutdown,
+            kill,
+            connections,
+            accept_loops,
+            admin,
+            tcp_addr,
+            tls_addr,
+            admin_addr,
+        })
+    }
+
+    /// Bound address of the TCP listener, if enabled.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Bound address of the TLS listener, if enabled.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Bound address of the admin HTTP listener, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The broker state shared by all connections.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A token cancelled when shutdown begins (also usable to trigger it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Graceful shutdown: stop accepting, cancel the token every connection
+    /// holds (connections send 5.0 clients DISCONNECT 0x8B and flush), wait
+    /// for connection tasks to finish, bounded by
+    /// `config.shutdown.grace_period_secs`; then abort what is left.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let grace = Duration::from_secs(self.config.shutdown.grace_period_secs);
+        let deadline = tokio::time::Instant::now() + grace;
+        info!(
+            grace_secs = grace.as_secs(),
+            connections = self.connections.len(),
+            "shutting down"
+        );
+        self.shutdown.cancel();
+        let mut failure = None;
+        for (task, handle) in self.accept_loops {
+            if let Err(source) = handle.await {
+                error!(task, error = %source, "accept loop failed");
+                failure.get_or_insert(ServerError::Task { task, source });
+            }
+        }
+        let aborted = listener::drain(&self.connections, &self.kill, deadline).await;
+        if aborted > 0 {
+            warn!(aborted, "grace period over; aborted remaining connections");
+        }
+        if let Some(mut admin) = self.admin {
+            // Idle keep-alive clients must not hold the process open.
+            let wait = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+            match tokio::time::timeout_at(wait, &mut admin).await {
+                Ok(Err(source)) if !source.is_cancelled() => {
+                    failure.get_or_insert(ServerError::Task {
+                        task: "admin",
+                        source,
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => admin.abort(),
+            }
+        }
+        info!("shutdown complete");
+        failure.map_or(Ok(()), Err)
+    }
+}

@@ -78,10 +78,28 @@ mod tests {
 
     #[test]
     fn filters() {
-        for ok in ["#", "+", "a/#", "a/+/b", "+/+", "/", "$share/g/a/#", "$SYS/#"] {
+        for ok in [
+            "#",
+            "+",
+            "a/#",
+            "a/+/b",
+            "+/+",
+            "/",
+            "$share/g/a/#",
+            "$SYS/#",
+        ] {
             assert!(valid_topic_filter(ok), "{ok}");
         }
-        for bad in ["", "a#", "a/#/b", "a+/b", "$share/g", "$share//a", "$share/g+/a", "$share/g/"] {
+        for bad in [
+            "",
+            "a#",
+            "a/#/b",
+            "a+/b",
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/",
+        ] {
             assert!(!valid_topic_filter(bad), "{bad}");
         }
     }

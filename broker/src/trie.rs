@@ -1,8 +1,30 @@
 //! The subscription table: topic filter → subscribers, with `+`, `#`, the
 //! `$`-topic rule and shared-subscription groups. Thread-safe through
 //! `&self`; sharded so that no single lock serialises the publish path.
+//!
+//! Layout:
+//! - Filters without wildcards (the common case) live in a sharded hash map
+//!   keyed by the whole filter: matching them is one lookup of the topic.
+//! - Filters with a wildcard live in level trees ([`node::Node`]), sharded by
+//!   their first level; filters whose first level is `+` or `#` share one
+//!   extra shard, which a `$` topic never visits (§4.7.2).
+//!
+//! Matching a topic therefore takes at most three read locks, one after the
+//! other (never nested), and skips shards that hold nothing.
+
+mod node;
+mod slot;
+#[cfg(test)]
+mod tests;
 
 use crate::codec::SubOptions;
+use crate::topic::parse_shared;
+use dashmap::DashMap;
+use node::{split_level, Node};
+use parking_lot::RwLock;
+use slot::Slot;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// A session's key in the table: its client identifier.
@@ -45,42 +67,180 @@ impl Matches {
     }
 }
 
-/// The subscription table.
+/// Default number of tree shards for filters with a literal first level.
+const DEFAULT_SHARDS: usize = 32;
+
+/// One tree of wildcard filters and how many subscriptions it holds.
 #[derive(Default)]
-pub struct SubscriptionTable {}
+struct Shard {
+    root: RwLock<Node>,
+    /// Lets `matches` skip an empty shard without touching its lock.
+    subs: AtomicUsize,
+}
+
+impl Shard {
+    fn collect(&self, topic: &str, out: &mut Matches) {
+        if self.subs.load(Relaxed) != 0 {
+            self.root.read().collect(Some(topic), out);
+        }
+    }
+}
+
+/// The subscription table.
+pub struct SubscriptionTable {
+    /// Filters without wildcards, by filter.
+    exact: DashMap<Box<str>, Slot>,
+    /// Wildcard filters with a literal first level, by hash of that level.
+    shards: Box<[Shard]>,
+    /// Wildcard filters whose first level is `+` or `#`.
+    wild: Shard,
+    hasher: RandomState,
+    len: AtomicUsize,
+}
+
+impl Default for SubscriptionTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl SubscriptionTable {
     /// An empty table.
     pub fn new() -> Self {
-        unimplemented!()
+        Self::with_shards(DEFAULT_SHARDS)
+    }
+
+    /// An empty table with `shards` (rounded up to a power of two, at least
+    /// 1) trees for wildcard filters with a literal first level.
+    pub fn with_shards(shards: usize) -> Self {
+        let n = shards.max(1).next_power_of_two();
+        SubscriptionTable {
+            exact: DashMap::new(),
+            shards: (0..n).map(|_| Shard::default()).collect(),
+            wild: Shard::default(),
+            hasher: RandomState::new(),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// The tree holding `filter`, a plain filter with a wildcard.
+    fn shard_for_filter(&self, filter: &str) -> &Shard {
+        match split_level(filter).0 {
+            "+" | "#" => &self.wild,
+            first => self.shard_for_level(first),
+        }
+    }
+
+    fn shard_for_level(&self, first: &str) -> &Shard {
+        // The shard count is a power of two, so masking picks uniformly.
+        let i = self.hasher.hash_one(first) as usize & (self.shards.len() - 1);
+        &self.shards[i]
     }
 
     /// Adds or replaces `client`'s subscription to `filter` (a validated
     /// filter, possibly `$share/g/f`). Returns true if it did not exist.
     pub fn subscribe(&self, filter: &str, client: &ClientId, entry: SubEntry) -> bool {
-        let _ = (filter, client, entry);
-        unimplemented!()
+        let (group, plain) = split_shared(filter);
+        let new = if is_exact(plain) {
+            // Look up first so that an existing filter costs no key allocation.
+            if let Some(mut slot) = self.exact.get_mut(plain) {
+                slot.insert(group, plain, client, entry)
+            } else {
+                let mut slot = self.exact.entry(plain.into()).or_default();
+                slot.insert(group, plain, client, entry)
+            }
+        } else {
+            let shard = self.shard_for_filter(plain);
+            let mut root = shard.root.write();
+            let new = root.slot_mut(plain).insert(group, plain, client, entry);
+            if new {
+                shard.subs.fetch_add(1, Relaxed);
+            }
+            new
+        };
+        if new {
+            self.len.fetch_add(1, Relaxed);
+        }
+        new
     }
 
-    /// Removes `client`'s subscription to `filter`. Returns true if it existed.
+    /// Removes `client`'s subscription to `filter` (the same string it
+    /// subscribed with). Returns true if it existed. Nodes and map entries
+    /// left without subscriptions are freed.
     pub fn unsubscribe(&self, filter: &str, client: &ClientId) -> bool {
-        let _ = (filter, client);
-        unimplemented!()
+        let (group, plain) = split_shared(filter);
+        let mut remove = |slot: &mut Slot| slot.remove(group, client);
+        let hit = if is_exact(plain) {
+            let (hit, empty) = match self.exact.get_mut(plain) {
+                Some(mut slot) => (remove(&mut slot), slot.is_empty()),
+                None => (false, false),
+            };
+            if empty {
+                // Re-checked under the shard lock: someone may have subscribed since.
+                self.exact.remove_if(plain, |_, slot| slot.is_empty());
+            }
+            hit
+        } else {
+            let shard = self.shard_for_filter(plain);
+            let hit = shard.root.write().remove(Some(plain), &mut remove);
+            if hit {
+                shard.subs.fetch_sub(1, Relaxed);
+            }
+            hit
+        };
+        if hit {
+            self.len.fetch_sub(1, Relaxed);
+        }
+        hit
     }
 
     /// Appends every subscription matching `topic` (a valid topic name) to `out`.
     pub fn matches(&self, topic: &str, out: &mut Matches) {
-        let _ = (topic, out);
-        unimplemented!()
+        if let Some(slot) = self.exact.get(topic) {
+            slot.collect(out);
+        }
+        // Filters starting with `+` or `#` never match a `$` topic (§4.7.2).
+        if !topic.starts_with('$') {
+            self.wild.collect(topic, out);
+        }
+        self.shard_for_level(split_level(topic).0)
+            .collect(topic, out);
     }
 
     /// Number of (filter, client) subscriptions.
     pub fn len(&self) -> usize {
-        unimplemented!()
+        self.len.load(Relaxed)
     }
 
     /// True if there are no subscriptions.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Number of internal nodes (exact-map entries, tree nodes below the
+    /// shard roots, `#` slots): zero once every subscription is gone. For
+    /// tests and leak diagnostics; takes every shard lock in turn.
+    #[doc(hidden)]
+    pub fn node_count(&self) -> usize {
+        let trees: usize = self
+            .shards
+            .iter()
+            .chain([&self.wild])
+            .map(|s| s.root.read().count())
+            .sum();
+        self.exact.len() + trees
+    }
+}
+
+/// `(Some(group), filter)` for `$share/{group}/{filter}`, else `(None, filter)`.
+fn split_shared(filter: &str) -> (Option<&str>, &str) {
+    match parse_shared(filter) {
+        Some((group, plain)) => (Some(group), plain),
+        None => (None, filter),
+    }
+}
+
+/// True if a valid plain filter has no wildcard level.
+fn is_exact(filter: &str) -> bool {
+    !filter.contains(['+', '#'])
 }

@@ -1,0 +1,246 @@
+//! Packets from the client after CONNECT: PUBLISH and its acks in both
+//! directions, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT, AUTH.
+
+use super::{Close, Conn};
+use crate::broker::CloseKind;
+use crate::codec::{reason, Packet, Properties, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::session::{Delivery, Message, PubRecOutcome};
+use crate::topic;
+use crate::trie::SubEntry;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+fn ack(pkid: u16, reason: u8) -> PubResp {
+    PubResp {
+        pkid,
+        reason,
+        properties: Properties::default(),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+    pub(super) async fn handle(&mut self, p: Packet) -> Result<(), Close> {
+        match p {
+            Packet::Publish(p) => self.on_publish(p).await,
+            Packet::PubAck(a) => {
+                if self.cell.state.lock().data.puback(a.pkid) {
+                    self.cell.notify.notify_one();
+                }
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                let outcome = self.cell.state.lock().data.pubrec(a.pkid, a.reason);
+                match outcome {
+                    PubRecOutcome::Release => self.send(&Packet::PubRel(ack(a.pkid, 0))),
+                    PubRecOutcome::Refused => {
+                        self.cell.notify.notify_one();
+                        Ok(())
+                    }
+                    PubRecOutcome::Unknown => self.send(&Packet::PubRel(ack(a.pkid, reason::PACKET_IDENTIFIER_NOT_FOUND))),
+                }
+            }
+            Packet::PubRel(a) => {
+                let known = self.cell.state.lock().data.incoming_qos2.remove(&a.pkid);
+                let code = if known { 0 } else { reason::PACKET_IDENTIFIER_NOT_FOUND };
+                self.send(&Packet::PubComp(ack(a.pkid, code)))
+            }
+            Packet::PubComp(a) => {
+                if self.cell.state.lock().data.pubcomp(a.pkid) {
+                    self.cell.notify.notify_one();
+                }
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => self.on_disconnect(d.reason, &d.properties),
+            // No enhanced-authentication method is ever accepted, so AUTH
+            // after CONNECT is always out of place.
+            Packet::Auth(_) => Err(Close::protocol(reason::PROTOCOL_ERROR, "AUTH without an authentication method")),
+            Packet::Connect(_) => Err(Close::protocol(reason::PROTOCOL_ERROR, "second CONNECT")),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Close::protocol(reason::PROTOCOL_ERROR, "server-only packet from a client"))
+            }
+        }
+    }
+
+    /// Resolves a 5.0 topic alias (§3.3.2.3.4) into the topic to publish to.
+    fn resolve_topic(&mut self, p: &mut Publish) -> Result<Arc<str>, Close> {
+        let Some(alias) = p.properties.topic_alias else {
+            if p.topic.is_empty() {
+                return Err(Close::protocol(reason::PROTOCOL_ERROR, "empty topic without alias"));
+            }
+            return Ok(Arc::from(std::mem::take(&mut p.topic)));
+        };
+        if alias == 0 || alias > self.broker.config().mqtt.topic_alias_maximum {
+            return Err(Close::protocol(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+        }
+        if p.topic.is_empty() {
+            return self
+                .in_aliases
+                .get(&alias)
+                .cloned()
+                .ok_or_else(|| Close::protocol(reason::PROTOCOL_ERROR, "unknown topic alias"));
+        }
+        let topic: Arc<str> = Arc::from(std::mem::take(&mut p.topic));
+        self.in_aliases.insert(alias, topic.clone());
+        Ok(topic)
+    }
+
+    async fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
+        self.broker.metrics().messages_in.inc();
+        let topic = self.resolve_topic(&mut p)?;
+        if !topic::valid_topic_name(&topic) {
+            return Err(Close::protocol(reason::TOPIC_NAME_INVALID, "invalid topic name"));
+        }
+        if p.retain && !self.broker.config().mqtt.retain_available {
+            return Err(Close::protocol(reason::RETAIN_NOT_SUPPORTED, "retain not supported"));
+        }
+        if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+            // §3.3.2.3.2: the payload claims to be UTF-8 and is not.
+            return match p.qos {
+                QoS::AtMostOnce => Ok(()),
+                QoS::AtLeastOnce => self.send(&Packet::PubAck(ack(p.pkid, reason::PAYLOAD_FORMAT_INVALID))),
+                QoS::ExactlyOnce => self.send(&Packet::PubRec(ack(p.pkid, reason::PAYLOAD_FORMAT_INVALID))),
+            };
+        }
+        let mut msg = Message::new(topic, p.payload, p.qos, p.retain, &p.properties);
+        msg.origin = Some(self.client_id.clone());
+        let msg = Arc::new(msg);
+        match p.qos {
+            QoS::AtMostOnce => {
+                self.broker.publish(msg);
+                Ok(())
+            }
+            QoS::AtLeastOnce => {
+                let (n, remote) = self.broker.publish(msg);
+                if let Some(f) = remote {
+                    f.await;
+                }
+                self.send(&Packet::PubAck(ack(p.pkid, self.delivered_code(n))))
+            }
+            QoS::ExactlyOnce => {
+                let fresh = {
+                    let mut st = self.cell.state.lock();
+                    let limit = usize::from(self.broker.config().mqtt.receive_maximum);
+                    if !st.data.incoming_qos2.contains(&p.pkid) && st.data.incoming_qos2.len() >= limit {
+                        return Err(Close::protocol(reason::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
+                    }
+                    st.data.incoming_qos2.insert(p.pkid)
+                };
+                // A repeated PUBLISH before PUBREL is answered, never re-routed:
+                // that is what makes QoS 2 exactly once.
+                let code = if fresh {
+                    let (n, remote) = self.broker.publish(msg);
+                    if let Some(f) = remote {
+                        f.await;
+                    }
+                    self.delivered_code(n)
+                } else {
+                    0
+                };
+                self.send(&Packet::PubRec(ack(p.pkid, code)))
+            }
+        }
+    }
+
+    fn delivered_code(&self, matched: usize) -> u8 {
+        if self.protocol.is_v5() && matched == 0 {
+            reason::NO_MATCHING_SUBSCRIBERS
+        } else {
+            reason::SUCCESS
+        }
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
+        if s.properties.subscription_identifiers.len() > 1 {
+            return Err(Close::protocol(reason::PROTOCOL_ERROR, "several subscription identifiers"));
+        }
+        let identifier = s.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in &s.filters {
+            if !topic::valid_topic_filter(&f.filter) {
+                reasons.push(if self.protocol.is_v5() { reason::TOPIC_FILTER_INVALID } else { 0x80 });
+                continue;
+            }
+            let entry = SubEntry {
+                options: f.options,
+                identifier,
+            };
+            let Some(new) = self.broker.subscribe(&self.cell, self.owner_id, &f.filter, entry) else {
+                return Err(Close {
+                    kind: CloseKind::TakenOver,
+                    disconnect: Some(reason::SESSION_TAKEN_OVER),
+                    why: "session ended",
+                });
+            };
+            reasons.push(f.options.qos as u8);
+            // Retained messages go to new ordinary subscriptions per retain
+            // handling; never to shared ones (§4.8.2).
+            let rh = f.options.retain_handling;
+            if topic::parse_shared(&f.filter).is_none() && (rh == 0 || (rh == 1 && new)) {
+                for (_, m) in self.broker.retained_for(&f.filter) {
+                    retained.push(Delivery {
+                        qos: m.qos.min(f.options.qos),
+                        msg: m,
+                        retain: true,
+                        sub_ids: identifier.into_iter().collect(),
+                    });
+                }
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            pkid: s.pkid,
+            reasons,
+            properties: Properties::default(),
+        }))?;
+        // Queued after the SUBACK is encoded, so they reach the wire after it.
+        for d in retained {
+            self.broker.deliver(&self.client_id, d);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {
+        let reasons = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.broker.unsubscribe(&self.cell, self.owner_id, f) {
+                    reason::SUCCESS
+                } else {
+                    reason::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect();
+        let reasons = if self.protocol.is_v5() { reasons } else { Vec::new() };
+        self.send(&Packet::UnsubAck(UnsubAck {
+            pkid: u.pkid,
+            reasons,
+            properties: Properties::default(),
+        }))
+    }
+
+    fn on_disconnect(&mut self, code: u8, props: &Properties) -> Result<(), Close> {
+        if let Some(exp) = props.session_expiry_interval {
+            let mut st = self.cell.state.lock();
+            // §3.14.2.2.2: a session opened with expiry 0 cannot be extended here.
+            if st.data.expiry_interval == 0 && exp != 0 {
+                drop(st);
+                return Err(Close::protocol(reason::PROTOCOL_ERROR, "session expiry set on DISCONNECT after 0"));
+            }
+            st.data.expiry_interval = exp.min(self.broker.config().mqtt.max_session_expiry);
+        }
+        let kind = if code == reason::DISCONNECT_WITH_WILL {
+            CloseKind::Abnormal
+        } else {
+            CloseKind::Normal
+        };
+        Err(Close {
+            kind,
+            disconnect: None,
+            why: "DISCONNECT from client",
+        })
+    }
+}

@@ -1,0 +1,356 @@
+//! One client connection: a single task that owns the socket, reads and
+//! decodes packets, drains the session's queue into a write buffer, and
+//! writes that buffer in one call per round (batching many packets per
+//! syscall). Keep-alive, takeover and shutdown are branches of one `select!`.
+
+mod handshake;
+mod inbound;
+mod outbound;
+
+use crate::broker::{Broker, CloseKind, SessionCell};
+use crate::codec::{self, reason, ConnAck, Disconnect, Packet, Properties, Protocol};
+use crate::session::Will;
+use crate::trie::ClientId;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What the listener knows about a connection before CONNECT.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Remote address.
+    pub peer: SocketAddr,
+    /// Listener name, for logs and metrics ("tcp", "tls").
+    pub listener: &'static str,
+    /// Common name of a verified TLS client certificate.
+    pub cert_cn: Option<String>,
+}
+
+/// A socket that sends no CONNECT within this time is closed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on the final flush (DISCONNECT, CONNACK refusals).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Outgoing bytes gathered before a write; also bounds one round's work.
+const WBUF_HIGH: usize = 64 * 1024;
+/// Smallest read reservation: small, so that idle connections stay cheap.
+const READ_MIN: usize = 512;
+
+/// Serves one client connection until it closes, the protocol ends it, or
+/// `shutdown` is cancelled (then 5.0 clients get DISCONNECT 0x8B first).
+pub async fn serve<S>(stream: S, info: ConnInfo, broker: Arc<Broker>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("conn", peer = %info.peer, listener = info.listener, client_id = tracing::field::Empty);
+    run(stream, info, broker, shutdown).instrument(span).await
+}
+
+/// Why the connection loop stopped.
+pub(crate) struct Close {
+    pub kind: CloseKind,
+    /// 5.0 DISCONNECT reason to send first, if any.
+    pub disconnect: Option<u8>,
+    pub why: &'static str,
+}
+
+impl Close {
+    pub(crate) fn protocol(code: u8, why: &'static str) -> Close {
+        Close {
+            kind: CloseKind::Abnormal,
+            disconnect: Some(code),
+            why,
+        }
+    }
+}
+
+/// State of an accepted connection.
+pub(crate) struct Conn<S> {
+    pub io: S,
+    pub rbuf: BytesMut,
+    pub wbuf: BytesMut,
+    pub broker: Arc<Broker>,
+    pub protocol: Protocol,
+    pub client_id: ClientId,
+    pub cell: Arc<SessionCell>,
+    pub owner_id: u64,
+    pub will: Option<Will>,
+    pub max_in_packet: usize,
+    pub max_out_packet: usize,
+    pub out_window: usize,
+    pub out_alias_max: u16,
+    pub out_aliases: HashMap<Arc<str>, u16>,
+    pub in_aliases: HashMap<u16, Arc<str>>,
+    read_hint: usize,
+}
+
+async fn run<S>(mut io: S, info: ConnInfo, broker: Arc<Broker>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let max_in = broker.config().mqtt.max_packet_size as usize;
+    let mut rbuf = BytesMut::new();
+    let connect = tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut io, &mut rbuf, max_in)) => match r {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                refuse_undecodable(&mut io, &rbuf, &e, &broker).await;
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("no CONNECT within {CONNECT_TIMEOUT:?}, closing");
+                return;
+            }
+        },
+        _ = shutdown.cancelled() => return,
+    };
+    broker.metrics().bytes_in.inc_by(connect.1);
+    let connect = connect.0;
+    let protocol = connect.protocol;
+    let accepted = match handshake::accept(connect, &info, &broker).await {
+        Ok(a) => a,
+        Err(r) => {
+            tracing::info!(code = r.code, why = r.why, "CONNECT refused");
+            broker.metrics().connections_refused.inc();
+            let mut w = BytesMut::new();
+            let ack = ConnAck {
+                session_present: false,
+                code: r.code,
+                properties: Properties::default(),
+            };
+            if codec::encode(&Packet::ConnAck(ack), protocol, &mut w).is_ok() {
+                let _ = tokio::time::timeout(FLUSH_TIMEOUT, io.write_all(&w)).await;
+            }
+            return;
+        }
+    };
+    tracing::Span::current().record("client_id", &*accepted.client_id);
+    let kicked = accepted.attached.kicked.clone();
+    let keep_alive = accepted.keep_alive;
+    let mut conn = Conn {
+        io,
+        rbuf,
+        wbuf: BytesMut::new(),
+        protocol,
+        client_id: accepted.client_id,
+        cell: accepted.attached.cell,
+        owner_id: accepted.attached.owner_id,
+        will: accepted.will,
+        max_in_packet: max_in,
+        max_out_packet: accepted.max_out_packet,
+        out_window: accepted.out_window,
+        out_alias_max: accepted.out_alias_max,
+        out_aliases: HashMap::new(),
+        in_aliases: HashMap::new(),
+        read_hint: READ_MIN,
+        broker,
+    };
+    let metrics = conn.broker.metrics().clone();
+    metrics.connections.inc();
+    metrics.connections_total.inc();
+    tracing::debug!(session_present = accepted.connack.session_present, keep_alive, "connected");
+    let close = match conn.send(&Packet::ConnAck(accepted.connack)) {
+        Ok(()) => {
+            conn.resend_inflight();
+            conn.serve_loop(keep_alive, &kicked, &shutdown).await
+        }
+        Err(c) => c,
+    };
+    conn.finish(close).await;
+    metrics.connections.dec();
+}
+
+/// Reads until a whole first packet is decoded; returns it with the bytes read.
+async fn read_connect<S: AsyncRead + Unpin>(
+    io: &mut S,
+    rbuf: &mut BytesMut,
+    max: usize,
+) -> Result<(codec::Connect, u64), codec::DecodeError> {
+    let mut total = 0u64;
+    loop {
+        match codec::decode(rbuf, None, max)? {
+            Some(Packet::Connect(c)) => return Ok((c, total)),
+            Some(_) => return Err(codec::DecodeError::FirstPacketNotConnect),
+            None => {}
+        }
+        rbuf.reserve(READ_MIN);
+        match io.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return Err(codec::DecodeError::Malformed("connection closed before CONNECT")),
+            Ok(n) => total += n as u64,
+        }
+    }
+}
+
+/// The protocol level byte of a partially read CONNECT, if it got that far.
+fn sniff_level(buf: &[u8]) -> Option<u8> {
+    // Fixed header: type byte, 1–4 length bytes; then the protocol name.
+    let mut i = 1;
+    while *buf.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let name_len = usize::from(u16::from_be_bytes([*buf.get(i + 1)?, *buf.get(i + 2)?]));
+    buf.get(i + 3 + name_len).copied()
+}
+
+/// The reaction to a first packet that cannot be accepted: an unknown
+/// protocol level gets a 3.1.1 CONNACK 0x01; a malformed 5.0 CONNECT gets a
+/// 5.0 CONNACK with the reason; anything else is simply closed.
+async fn refuse_undecodable<S: AsyncWrite + Unpin>(io: &mut S, rbuf: &[u8], e: &codec::DecodeError, broker: &Broker) {
+    use codec::DecodeError as E;
+    broker.metrics().protocol_errors.inc();
+    broker.metrics().connections_refused.inc();
+    tracing::info!(error = %e, "first packet refused");
+    let (protocol, code) = match e {
+        E::UnsupportedProtocolLevel(_) => (Protocol::V311, reason::v3::UNACCEPTABLE_PROTOCOL_VERSION),
+        E::InvalidProtocolName | E::FirstPacketNotConnect => return,
+        E::Malformed("connection closed before CONNECT") => return,
+        _ if sniff_level(rbuf) == Some(5) => (Protocol::V5, e.reason_code()),
+        _ => return,
+    };
+    let ack = ConnAck {
+        session_present: false,
+        code,
+        properties: Properties::default(),
+    };
+    let mut w = BytesMut::new();
+    if codec::encode(&Packet::ConnAck(ack), protocol, &mut w).is_ok() {
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, io.write_all(&w)).await;
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+    /// Encodes `p` into the write buffer.
+    pub(crate) fn send(&mut self, p: &Packet) -> Result<(), Close> {
+        codec::encode(p, self.protocol, &mut self.wbuf).map_err(|e| {
+            tracing::warn!(error = %e, "cannot encode an outgoing packet");
+            Close::protocol(reason::IMPLEMENTATION_SPECIFIC_ERROR, "encode failure")
+        })
+    }
+
+    async fn serve_loop(&mut self, keep_alive: u16, kicked: &CancellationToken, shutdown: &CancellationToken) -> Close {
+        // A client must send something within 1.5 × its keep-alive.
+        let ka = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let far = Duration::from_secs(86_400 * 365);
+        let ka_sleep = tokio::time::sleep(ka.unwrap_or(far));
+        tokio::pin!(ka_sleep);
+        loop {
+            let more = self.fill_wbuf();
+            if !self.wbuf.is_empty() {
+                tokio::select! {
+                    r = self.io.write_all(&self.wbuf) => match r {
+                        Ok(()) => {
+                            self.broker.metrics().bytes_out.inc_by(self.wbuf.len() as u64);
+                            self.wbuf.clear();
+                            if self.wbuf.capacity() > 4 * WBUF_HIGH {
+                                self.wbuf = BytesMut::new();
+                            }
+                        }
+                        Err(_) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "write failed" },
+                    },
+                    _ = kicked.cancelled() => return taken_over(),
+                    _ = shutdown.cancelled() => return shutting_down(),
+                }
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
+                self.rbuf.reserve(self.read_hint);
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return shutting_down(),
+                _ = kicked.cancelled() => return taken_over(),
+                r = self.io.read_buf(&mut self.rbuf) => match r {
+                    Ok(0) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "closed by client" },
+                    Ok(n) => {
+                        self.broker.metrics().bytes_in.inc_by(n as u64);
+                        // Grow reads for busy clients, stay small for quiet ones.
+                        self.read_hint = if n >= self.read_hint { (self.read_hint * 2).min(64 * 1024) } else { READ_MIN.max(self.read_hint / 2) };
+                        if let Some(ka) = ka {
+                            ka_sleep.as_mut().reset(Instant::now() + ka);
+                        }
+                        if let Err(close) = self.process_input().await {
+                            return close;
+                        }
+                        if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
+                            self.rbuf = BytesMut::new();
+                        }
+                    }
+                    Err(_) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "read failed" },
+                },
+                _ = &mut ka_sleep => return Close { kind: CloseKind::Abnormal, disconnect: Some(reason::KEEP_ALIVE_TIMEOUT), why: "keep-alive timeout" },
+                _ = self.cell.notify.notified() => {}
+                _ = std::future::ready(()), if more => {}
+            }
+        }
+    }
+
+    /// Decodes and handles every complete packet in the read buffer.
+    async fn process_input(&mut self) -> Result<(), Close> {
+        loop {
+            match codec::decode(&mut self.rbuf, Some(self.protocol), self.max_in_packet) {
+                Ok(Some(p)) => self.handle(p).await?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.broker.metrics().protocol_errors.inc();
+                    tracing::info!(error = %e, "bad packet, disconnecting");
+                    return Err(Close::protocol(e.reason_code(), "bad packet"));
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: a last DISCONNECT (5.0), a bounded flush, and
+    /// the session's detach (will, expiry).
+    async fn finish(mut self, close: Close) {
+        match close.kind {
+            CloseKind::Normal => tracing::debug!(why = close.why, "disconnected"),
+            _ => tracing::info!(why = close.why, reason = close.disconnect, "connection closed"),
+        }
+        if let (true, Some(code)) = (self.protocol.is_v5(), close.disconnect) {
+            let d = Disconnect {
+                reason: code,
+                properties: Properties::default(),
+            };
+            let _ = self.send(&Packet::Disconnect(d));
+        }
+        if !self.wbuf.is_empty() {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.io.write_all(&self.wbuf)).await;
+        }
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.io.shutdown()).await;
+        let will = self.will.take();
+        self.broker.detach(&self.cell, self.owner_id, close.kind, will);
+    }
+}
+
+fn taken_over() -> Close {
+    Close {
+        kind: CloseKind::TakenOver,
+        disconnect: Some(reason::SESSION_TAKEN_OVER),
+        why: "session taken over",
+    }
+}
+
+fn shutting_down() -> Close {
+    Close {
+        kind: CloseKind::Shutdown,
+        disconnect: Some(reason::SERVER_SHUTTING_DOWN),
+        why: "server shutting down",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sniff_level;
+
+    #[test]
+    fn sniffs_the_protocol_level() {
+        let c = [0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02];
+        assert_eq!(sniff_level(&c), Some(5));
+        assert_eq!(sniff_level(&c[..5]), None);
+        assert_eq!(sniff_level(&[0x10, 0xff]), None);
+    }
+}
