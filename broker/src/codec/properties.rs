@@ -92,9 +92,20 @@ fn nonzero_u16(r: &mut Reader<'_>, what: &'static str) -> Result<u16, DecodeErro
 
 /// Reads a property length and the properties it covers, for `ctx`.
 pub(crate) fn read_properties(r: &mut Reader<'_>, ctx: Ctx) -> Result<Properties, DecodeError> {
+    let mut p = Properties::default();
+    read_properties_into(r, ctx, &mut p)?;
+    Ok(p)
+}
+
+/// [`read_properties`] into `p`, which must be empty: `Properties` is
+/// large, and filling it in place spares the hot paths a copy.
+pub(crate) fn read_properties_into(
+    r: &mut Reader<'_>,
+    ctx: Ctx,
+    p: &mut Properties,
+) -> Result<(), DecodeError> {
     let len = r.varint()? as usize;
     let mut r = r.sub(len)?;
-    let mut p = Properties::default();
     while !r.is_empty() {
         // Identifiers are variable byte integers, but every defined one
         // fits in a byte; a larger one is unknown either way.
@@ -179,7 +190,7 @@ pub(crate) fn read_properties(r: &mut Reader<'_>, ctx: Ctx) -> Result<Properties
     if p.authentication_data.is_some() && p.authentication_method.is_none() {
         return Err(DecodeError::Protocol("authentication data without method"));
     }
-    Ok(p)
+    Ok(())
 }
 
 fn byte_len<T>(v: &Option<T>, size: usize) -> usize {
@@ -292,6 +303,10 @@ pub(crate) fn put_properties(
     props_len: usize,
 ) -> Result<(), EncodeError> {
     put_varint(out, props_len, "property length")?;
+    if props_len == 0 {
+        // The common case on the publish path: nothing more to look at.
+        return Ok(());
+    }
     put_u8p(out, 0x01, p.payload_format_indicator);
     put_u32p(out, 0x02, p.message_expiry_interval);
     put_str(out, 0x03, &p.content_type, "content type")?;

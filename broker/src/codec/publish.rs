@@ -1,12 +1,12 @@
 //! PUBLISH (§3.3) and its acknowledgements PUBACK, PUBREC, PUBREL and
 //! PUBCOMP (§3.4–3.7), which share one shape.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use super::properties::{block_len, properties_len, put_properties, read_properties, Ctx};
+use super::properties::{block_len, properties_len, put_properties, read_properties_into, Ctx};
 use super::read::Reader;
 use super::write::{field_len, put_field, sum, Sizes};
-use super::{DecodeError, EncodeError, Protocol, PubResp, Publish, QoS};
+use super::{DecodeError, EncodeError, Properties, Protocol, PubResp, Publish, QoS};
 use crate::topic::valid_topic_name;
 
 /// The fixed-header flags of a PUBLISH: DUP, QoS, RETAIN (§3.3.1).
@@ -20,6 +20,7 @@ pub(crate) fn publish_flags(byte1: u8) -> Result<(bool, QoS, bool), DecodeError>
 }
 
 /// Decodes a PUBLISH body; `byte1` carries its flags (already checked).
+#[inline]
 pub(crate) fn decode_publish(
     byte1: u8,
     r: &mut Reader<'_>,
@@ -32,32 +33,32 @@ pub(crate) fn decode_publish(
     } else {
         nonzero_pkid(r)?
     };
-    let properties = if protocol.is_v5() {
-        read_properties(r, Ctx::Publish)?
-    } else {
-        Default::default()
-    };
-    if topic.is_empty() {
-        // 5.0: an empty topic stands for the one a Topic Alias maps to.
-        if !protocol.is_v5() {
-            return Err(DecodeError::TopicNameInvalid);
-        }
-        if properties.topic_alias.is_none() {
-            return Err(DecodeError::Protocol("empty topic without topic alias"));
-        }
-    } else if !valid_topic_name(&topic) {
-        return Err(DecodeError::TopicNameInvalid);
-    }
-    let payload = r.rest_bytes();
-    Ok(Publish {
+    // Built first and filled in place: `Properties` is large to move.
+    let mut p = Publish {
         dup,
         qos,
         retain,
         topic,
         pkid,
-        payload,
-        properties,
-    })
+        payload: Bytes::new(),
+        properties: Properties::default(),
+    };
+    if protocol.is_v5() {
+        read_properties_into(r, Ctx::Publish, &mut p.properties)?;
+    }
+    if p.topic.is_empty() {
+        // 5.0: an empty topic stands for the one a Topic Alias maps to.
+        if !protocol.is_v5() {
+            return Err(DecodeError::TopicNameInvalid);
+        }
+        if p.properties.topic_alias.is_none() {
+            return Err(DecodeError::Protocol("empty topic without topic alias"));
+        }
+    } else if !valid_topic_name(&p.topic) {
+        return Err(DecodeError::TopicNameInvalid);
+    }
+    p.payload = r.rest_bytes();
+    Ok(p)
 }
 
 /// A packet identifier, which must be non-zero (§2.2.1).
@@ -141,6 +142,7 @@ impl Ack {
 
 /// Decodes a PUBACK/PUBREC/PUBREL/PUBCOMP body. In 5.0, remaining length 2
 /// means success without properties and 3 a reason without properties.
+#[inline]
 pub(crate) fn decode_ack(
     ack: Ack,
     r: &mut Reader<'_>,
@@ -159,7 +161,7 @@ pub(crate) fn decode_ack(
             ));
         }
         if !r.is_empty() {
-            resp.properties = read_properties(r, Ctx::PubResp)?;
+            read_properties_into(r, Ctx::PubResp, &mut resp.properties)?;
         }
     }
     r.finish()?;
