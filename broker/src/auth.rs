@@ -100,8 +100,12 @@ mod tests {
 
     #[tokio::test]
     async fn anonymous_rules() {
-        let open = AnonymousAuth { allow_anonymous: true };
-        let closed = AnonymousAuth { allow_anonymous: false };
+        let open = AnonymousAuth {
+            allow_anonymous: true,
+        };
+        let closed = AnonymousAuth {
+            allow_anonymous: false,
+        };
         assert_eq!(
             open.authenticate(req(None, None)).await,
             AuthDecision::Allow { username: None }

@@ -250,7 +250,13 @@ impl Broker {
     /// (the will is the connection's: a session taken over keeps the new
     /// connection's). Publishes or schedules the will, and ends a session
     /// whose expiry is 0.
-    pub fn detach(self: &Arc<Self>, cell: &Arc<SessionCell>, owner_id: u64, kind: CloseKind, will: Option<Will>) {
+    pub fn detach(
+        self: &Arc<Self>,
+        cell: &Arc<SessionCell>,
+        owner_id: u64,
+        kind: CloseKind,
+        will: Option<Will>,
+    ) {
         let will = match kind {
             CloseKind::Abnormal | CloseKind::TakenOver => will,
             CloseKind::Normal | CloseKind::Shutdown => None,
@@ -279,7 +285,12 @@ impl Broker {
             }
             (expiry, ended)
         };
-        if ended && self.sessions.remove_if(&cell.client_id, |_, v| Arc::ptr_eq(v, cell)).is_some() {
+        if ended
+            && self
+                .sessions
+                .remove_if(&cell.client_id, |_, v| Arc::ptr_eq(v, cell))
+                .is_some()
+        {
             self.metrics.sessions.dec();
         }
         if let Some(w) = will {
@@ -325,12 +336,20 @@ impl Broker {
 
     /// Adds a subscription of `cell`'s session. Returns whether it is new,
     /// or `None` if the session has ended (taken over by a clean start).
-    pub fn subscribe(&self, cell: &SessionCell, owner_id: u64, filter: &str, entry: SubEntry) -> Option<bool> {
+    pub fn subscribe(
+        &self,
+        cell: &SessionCell,
+        owner_id: u64,
+        filter: &str,
+        entry: SubEntry,
+    ) -> Option<bool> {
         let mut st = cell.state.lock();
         if st.ended || st.owner.as_ref().is_none_or(|o| o.id != owner_id) {
             return None;
         }
-        st.data.subscriptions.insert(filter.to_owned(), entry.clone());
+        st.data
+            .subscriptions
+            .insert(filter.to_owned(), entry.clone());
         let new = self.subs.subscribe(filter, &cell.client_id, entry);
         if new {
             self.metrics.subscriptions.inc();
@@ -479,7 +498,9 @@ impl Broker {
         } else {
             self.config.mqtt.max_offline_messages
         };
-        let outcome = st.data.enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
+        let outcome = st
+            .data
+            .enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
         drop(st);
         match outcome {
             Enqueued::Queued => {
@@ -582,9 +603,8 @@ async fn housekeeping(broker: Weak<Broker>) {
         let now = now_ms();
         b.expire_sessions(now);
         rounds += 1;
-        if rounds % 40 == 0 {
+        if rounds.is_multiple_of(40) {
             b.expire_retained(now);
         }
     }
 }
-

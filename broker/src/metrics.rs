@@ -44,18 +44,50 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tern");
         let m = self.clone();
         registry.register("connections", "Open client connections", m.connections);
-        registry.register("connections_accepted", "Client connections accepted", m.connections_total);
-        registry.register("connections_refused", "Client connections refused", m.connections_refused);
-        registry.register("messages_received", "PUBLISH packets received from clients", m.messages_in);
-        registry.register("messages_sent", "PUBLISH packets sent to clients", m.messages_out);
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted",
+            m.connections_total,
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections refused",
+            m.connections_refused,
+        );
+        registry.register(
+            "messages_received",
+            "PUBLISH packets received from clients",
+            m.messages_in,
+        );
+        registry.register(
+            "messages_sent",
+            "PUBLISH packets sent to clients",
+            m.messages_out,
+        );
         registry.register("bytes_received", "Bytes read from clients", m.bytes_in);
         registry.register("bytes_sent", "Bytes written to clients", m.bytes_out);
         registry.register("subscriptions", "Current subscriptions", m.subscriptions);
         registry.register("retained_messages", "Current retained messages", m.retained);
-        registry.register("queue_dropped", "Messages dropped on a full session queue", m.queue_drops);
-        registry.register("messages_expired", "Messages expired before delivery", m.expired);
-        registry.register("sessions", "Current sessions, online and offline", m.sessions);
-        registry.register("protocol_errors", "Malformed packets and protocol violations", m.protocol_errors);
+        registry.register(
+            "queue_dropped",
+            "Messages dropped on a full session queue",
+            m.queue_drops,
+        );
+        registry.register(
+            "messages_expired",
+            "Messages expired before delivery",
+            m.expired,
+        );
+        registry.register(
+            "sessions",
+            "Current sessions, online and offline",
+            m.sessions,
+        );
+        registry.register(
+            "protocol_errors",
+            "Malformed packets and protocol violations",
+            m.protocol_errors,
+        );
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);

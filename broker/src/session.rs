@@ -46,7 +46,13 @@ pub struct Message {
 impl Message {
     /// Builds a message from a PUBLISH's parts, keeping only the properties
     /// that travel to subscribers and turning the expiry interval into a deadline.
-    pub fn new(topic: Arc<str>, payload: Bytes, qos: QoS, retain: bool, props: &Properties) -> Message {
+    pub fn new(
+        topic: Arc<str>,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        props: &Properties,
+    ) -> Message {
         let expires_at = props
             .message_expiry_interval
             .map(|s| now_ms().saturating_add(u64::from(s) * 1000));
@@ -123,7 +129,13 @@ pub struct Will {
 impl Will {
     /// The message to publish now.
     pub fn to_message(&self) -> Message {
-        Message::new(self.topic.clone(), self.payload.clone(), self.qos, self.retain, &self.properties)
+        Message::new(
+            self.topic.clone(),
+            self.payload.clone(),
+            self.qos,
+            self.retain,
+            &self.properties,
+        )
     }
 }
 
@@ -188,7 +200,13 @@ impl SessionData {
 
     /// Queues `d`, applying the queue `limit` and drop `policy`. QoS 0 is
     /// not queued for an offline session, as in Mosquitto and VerneMQ.
-    pub fn enqueue(&mut self, d: Delivery, online: bool, limit: usize, policy: DropPolicy) -> Enqueued {
+    pub fn enqueue(
+        &mut self,
+        d: Delivery,
+        online: bool,
+        limit: usize,
+        policy: DropPolicy,
+    ) -> Enqueued {
         if !online && d.qos == QoS::AtMostOnce {
             return Enqueued::Skipped;
         }
@@ -229,7 +247,8 @@ impl SessionData {
     /// A PUBACK: true if it completed an in-flight QoS 1 message.
     pub fn puback(&mut self, pkid: u16) -> bool {
         match self.position(pkid) {
-            Some(i) if matches!(&self.inflight[i].1, Inflight::Sent(d) if d.qos == QoS::AtLeastOnce) => {
+            Some(i) if matches!(&self.inflight[i].1, Inflight::Sent(d) if d.qos == QoS::AtLeastOnce) =>
+            {
                 self.inflight.remove(i);
                 true
             }
@@ -272,7 +291,12 @@ impl SessionData {
     /// Takes the next message that may be sent now, given the in-flight
     /// `window`, dropping expired ones (their count is added to `expired`).
     /// Returns the delivery and, for QoS 1/2, the packet id now in flight.
-    pub fn next_sendable(&mut self, window: usize, now: u64, expired: &mut u64) -> Option<(Delivery, u16)> {
+    pub fn next_sendable(
+        &mut self,
+        window: usize,
+        now: u64,
+        expired: &mut u64,
+    ) -> Option<(Delivery, u16)> {
         loop {
             let front = self.queue.front()?;
             if front.msg.expired(now) {
@@ -308,7 +332,13 @@ mod tests {
 
     fn delivery(qos: QoS, topic: &str) -> Delivery {
         Delivery {
-            msg: Arc::new(Message::new(topic.into(), Bytes::from_static(b"x"), qos, false, &Properties::default())),
+            msg: Arc::new(Message::new(
+                topic.into(),
+                Bytes::from_static(b"x"),
+                qos,
+                false,
+                &Properties::default(),
+            )),
             qos,
             retain: false,
             sub_ids: vec![],
@@ -318,12 +348,52 @@ mod tests {
     #[test]
     fn queue_limits_and_policies() {
         let mut s = SessionData::new("c".into());
-        assert_eq!(s.enqueue(delivery(QoS::AtMostOnce, "a"), false, 2, DropPolicy::DropNewest), Enqueued::Skipped);
-        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce, "1"), false, 2, DropPolicy::DropNewest), Enqueued::Queued);
-        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce, "2"), false, 2, DropPolicy::DropNewest), Enqueued::Queued);
-        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce, "3"), false, 2, DropPolicy::DropNewest), Enqueued::Dropped);
+        assert_eq!(
+            s.enqueue(
+                delivery(QoS::AtMostOnce, "a"),
+                false,
+                2,
+                DropPolicy::DropNewest
+            ),
+            Enqueued::Skipped
+        );
+        assert_eq!(
+            s.enqueue(
+                delivery(QoS::AtLeastOnce, "1"),
+                false,
+                2,
+                DropPolicy::DropNewest
+            ),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            s.enqueue(
+                delivery(QoS::AtLeastOnce, "2"),
+                false,
+                2,
+                DropPolicy::DropNewest
+            ),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            s.enqueue(
+                delivery(QoS::AtLeastOnce, "3"),
+                false,
+                2,
+                DropPolicy::DropNewest
+            ),
+            Enqueued::Dropped
+        );
         assert_eq!(&*s.queue[1].msg.topic, "2");
-        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce, "4"), false, 2, DropPolicy::DropOldest), Enqueued::Dropped);
+        assert_eq!(
+            s.enqueue(
+                delivery(QoS::AtLeastOnce, "4"),
+                false,
+                2,
+                DropPolicy::DropOldest
+            ),
+            Enqueued::Dropped
+        );
         assert_eq!(&*s.queue[0].msg.topic, "2");
         assert_eq!(&*s.queue[1].msg.topic, "4");
     }
@@ -332,13 +402,26 @@ mod tests {
     fn window_and_acks() {
         let mut s = SessionData::new("c".into());
         for t in ["a", "b", "c"] {
-            s.enqueue(delivery(QoS::AtLeastOnce, t), true, 10, DropPolicy::DropNewest);
+            s.enqueue(
+                delivery(QoS::AtLeastOnce, t),
+                true,
+                10,
+                DropPolicy::DropNewest,
+            );
         }
-        s.enqueue(delivery(QoS::ExactlyOnce, "d"), true, 10, DropPolicy::DropNewest);
+        s.enqueue(
+            delivery(QoS::ExactlyOnce, "d"),
+            true,
+            10,
+            DropPolicy::DropNewest,
+        );
         let mut expired = 0;
         let (_, p1) = s.next_sendable(2, 0, &mut expired).expect("first");
         let (_, p2) = s.next_sendable(2, 0, &mut expired).expect("second");
-        assert!(s.next_sendable(2, 0, &mut expired).is_none(), "window of 2 is full");
+        assert!(
+            s.next_sendable(2, 0, &mut expired).is_none(),
+            "window of 2 is full"
+        );
         assert!(s.puback(p1));
         assert!(!s.puback(p1), "acked twice");
         assert!(!s.pubcomp(p2), "PUBCOMP for a QoS 1 message");
@@ -358,7 +441,12 @@ mod tests {
         let mut d = delivery(QoS::AtLeastOnce, "a");
         Arc::make_mut(&mut d.msg).expires_at = Some(5);
         s.enqueue(d, true, 10, DropPolicy::DropNewest);
-        s.enqueue(delivery(QoS::AtLeastOnce, "b"), true, 10, DropPolicy::DropNewest);
+        s.enqueue(
+            delivery(QoS::AtLeastOnce, "b"),
+            true,
+            10,
+            DropPolicy::DropNewest,
+        );
         let mut expired = 0;
         let (d, _) = s.next_sendable(10, 10, &mut expired).expect("b is live");
         assert_eq!(&*d.msg.topic, "b");
@@ -375,7 +463,13 @@ mod tests {
 
     #[test]
     fn remaining_expiry_rounds_up() {
-        let mut m = Message::new("t".into(), Bytes::new(), QoS::AtMostOnce, false, &Properties::default());
+        let mut m = Message::new(
+            "t".into(),
+            Bytes::new(),
+            QoS::AtMostOnce,
+            false,
+            &Properties::default(),
+        );
         assert_eq!(m.remaining_secs(0), None);
         m.expires_at = Some(10_500);
         assert_eq!(m.remaining_secs(9_000), Some(2));

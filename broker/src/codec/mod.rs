@@ -161,7 +161,7 @@ pub fn decode(
     let r = &mut r;
     let p = protocol;
     Ok(Some(match kind {
-        1 => Packet::Connect(connect::decode_connect(r)?),
+        1 => Packet::Connect(Box::new(connect::decode_connect(r)?)),
         2 => Packet::ConnAck(connect::decode_connack(r, p)?),
         3 => Packet::Publish(publish::decode_publish(byte1, r, p)?),
         4 => Packet::PubAck(publish::decode_ack(Ack::Puback, r, p)?),

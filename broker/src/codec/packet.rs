@@ -295,8 +295,8 @@ pub struct Auth {
 /// Any MQTT control packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    /// 1
-    Connect(Connect),
+    /// 1. Boxed: CONNECT is rare and large, and would size every `Packet`.
+    Connect(Box<Connect>),
     /// 2
     ConnAck(ConnAck),
     /// 3

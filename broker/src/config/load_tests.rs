@@ -177,9 +177,12 @@ fn tls_enabled_without_cert_is_invalid() {
     assert_eq!(invalid_key(&cfg), "listeners.tls.ca");
 }
 
+/// A change to a valid config and the key its validation error must name.
+type Case = (fn(&mut Config), &'static str);
+
 #[test]
 fn limits_are_validated() {
-    let cases: [(fn(&mut Config), &str); 7] = [
+    let cases: [Case; 7] = [
         (|c| c.mqtt.max_packet_size = 1, "mqtt.max_packet_size"),
         (
             |c| c.mqtt.max_packet_size = 268_435_461,

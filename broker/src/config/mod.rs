@@ -48,6 +48,7 @@ pub struct ListenersConfig {
     pub tls: TlsListenerConfig,
 }
 
+#[allow(clippy::derivable_impls)]
 impl Default for ListenersConfig {
     fn default() -> Self {
         ListenersConfig {

@@ -47,13 +47,23 @@ pub(crate) struct Accepted {
 pub(crate) fn check_identity(c: &Connect, config: &Config) -> Result<(String, bool), Refusal> {
     let p = c.protocol;
     if c.client_id.len() > config.mqtt.max_client_id_len {
-        return Err(refuse(p, reason::CLIENT_IDENTIFIER_NOT_VALID, reason::v3::IDENTIFIER_REJECTED, "client id too long"));
+        return Err(refuse(
+            p,
+            reason::CLIENT_IDENTIFIER_NOT_VALID,
+            reason::v3::IDENTIFIER_REJECTED,
+            "client id too long",
+        ));
     }
     if !c.client_id.is_empty() {
         return Ok((c.client_id.clone(), false));
     }
     match p {
-        Protocol::V31 => Err(refuse(p, 0, reason::v3::IDENTIFIER_REJECTED, "empty client id in 3.1")),
+        Protocol::V31 => Err(refuse(
+            p,
+            0,
+            reason::v3::IDENTIFIER_REJECTED,
+            "empty client id in 3.1",
+        )),
         Protocol::V311 if !c.clean_start => Err(refuse(
             p,
             0,
@@ -75,7 +85,12 @@ pub(crate) fn keep_alive(c: &Connect, config: &Config) -> Result<(u16, Option<u1
     if c.protocol.is_v5() {
         Ok((max, Some(max)))
     } else {
-        Err(refuse(c.protocol, 0, reason::v3::IDENTIFIER_REJECTED, "keep alive above the maximum"))
+        Err(refuse(
+            c.protocol,
+            0,
+            reason::v3::IDENTIFIER_REJECTED,
+            "keep alive above the maximum",
+        ))
     }
 }
 
@@ -99,21 +114,45 @@ pub(crate) fn session_expiry(c: &Connect, config: &Config) -> u32 {
 
 fn denied_code(p: Protocol, d: Denied) -> Refusal {
     match d {
-        Denied::BadCredentials => refuse(p, reason::BAD_USER_NAME_OR_PASSWORD, reason::v3::BAD_USER_NAME_OR_PASSWORD, "bad credentials"),
-        Denied::NotAuthorized => refuse(p, reason::NOT_AUTHORIZED, reason::v3::NOT_AUTHORIZED, "not authorized"),
-        Denied::BadAuthenticationMethod => refuse(p, reason::BAD_AUTHENTICATION_METHOD, reason::v3::NOT_AUTHORIZED, "bad authentication method"),
+        Denied::BadCredentials => refuse(
+            p,
+            reason::BAD_USER_NAME_OR_PASSWORD,
+            reason::v3::BAD_USER_NAME_OR_PASSWORD,
+            "bad credentials",
+        ),
+        Denied::NotAuthorized => refuse(
+            p,
+            reason::NOT_AUTHORIZED,
+            reason::v3::NOT_AUTHORIZED,
+            "not authorized",
+        ),
+        Denied::BadAuthenticationMethod => refuse(
+            p,
+            reason::BAD_AUTHENTICATION_METHOD,
+            reason::v3::NOT_AUTHORIZED,
+            "bad authentication method",
+        ),
     }
 }
 
 /// Runs every CONNECT check, then claims the session.
-pub(crate) async fn accept(c: Connect, info: &ConnInfo, broker: &Broker) -> Result<Accepted, Refusal> {
+pub(crate) async fn accept(
+    c: Connect,
+    info: &ConnInfo,
+    broker: &Broker,
+) -> Result<Accepted, Refusal> {
     let config = broker.config();
     let p = c.protocol;
     let (client_id, assigned) = check_identity(&c, config)?;
     let (keep_alive, server_keep_alive) = keep_alive(&c, config)?;
     if let Some(w) = &c.will {
         if w.retain && !config.mqtt.retain_available {
-            return Err(refuse(p, reason::RETAIN_NOT_SUPPORTED, reason::v3::NOT_AUTHORIZED, "will retain unsupported"));
+            return Err(refuse(
+                p,
+                reason::RETAIN_NOT_SUPPORTED,
+                reason::v3::NOT_AUTHORIZED,
+                "will retain unsupported",
+            ));
         }
     }
     let decision = broker
@@ -165,12 +204,18 @@ pub(crate) async fn accept(c: Connect, info: &ConnInfo, broker: &Broker) -> Resu
     }
     let client_rm = usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX));
     Ok(Accepted {
-
         keep_alive,
         will,
-        max_out_packet: c.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+        max_out_packet: c
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize),
         out_window: client_rm.min(usize::from(config.mqtt.max_inflight)).max(1),
-        out_alias_max: if p.is_v5() { c.properties.topic_alias_maximum.unwrap_or(0) } else { 0 },
+        out_alias_max: if p.is_v5() {
+            c.properties.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        },
         connack: ConnAck {
             session_present: attached.session_present,
             code: 0,
@@ -202,31 +247,59 @@ mod tests {
     #[test]
     fn empty_client_id_rules() {
         let cfg = Config::default();
-        assert_eq!(check_identity(&connect(Protocol::V31, "", true, 0), &cfg).map_err(|r| r.code), Err(2));
-        assert_eq!(check_identity(&connect(Protocol::V311, "", false, 0), &cfg).map_err(|r| r.code), Err(2));
+        assert_eq!(
+            check_identity(&connect(Protocol::V31, "", true, 0), &cfg).map_err(|r| r.code),
+            Err(2)
+        );
+        assert_eq!(
+            check_identity(&connect(Protocol::V311, "", false, 0), &cfg).map_err(|r| r.code),
+            Err(2)
+        );
         assert!(check_identity(&connect(Protocol::V311, "", true, 0), &cfg).is_ok_and(|(_, a)| a));
         assert!(check_identity(&connect(Protocol::V5, "", false, 0), &cfg).is_ok_and(|(_, a)| a));
-        assert!(check_identity(&connect(Protocol::V5, "x", false, 0), &cfg).is_ok_and(|(id, a)| id == "x" && !a));
+        assert!(check_identity(&connect(Protocol::V5, "x", false, 0), &cfg)
+            .is_ok_and(|(id, a)| id == "x" && !a));
     }
 
     #[test]
     fn keep_alive_limits() {
         let mut cfg = Config::default();
-        assert_eq!(keep_alive(&connect(Protocol::V5, "x", true, 100), &cfg), Ok((100, None)));
+        assert_eq!(
+            keep_alive(&connect(Protocol::V5, "x", true, 100), &cfg),
+            Ok((100, None))
+        );
         cfg.mqtt.max_keep_alive = 60;
-        assert_eq!(keep_alive(&connect(Protocol::V5, "x", true, 100), &cfg), Ok((60, Some(60))));
-        assert_eq!(keep_alive(&connect(Protocol::V5, "x", true, 0), &cfg), Ok((60, Some(60))));
-        assert_eq!(keep_alive(&connect(Protocol::V311, "x", true, 30), &cfg), Ok((30, None)));
+        assert_eq!(
+            keep_alive(&connect(Protocol::V5, "x", true, 100), &cfg),
+            Ok((60, Some(60)))
+        );
+        assert_eq!(
+            keep_alive(&connect(Protocol::V5, "x", true, 0), &cfg),
+            Ok((60, Some(60)))
+        );
+        assert_eq!(
+            keep_alive(&connect(Protocol::V311, "x", true, 30), &cfg),
+            Ok((30, None))
+        );
         assert!(keep_alive(&connect(Protocol::V311, "x", true, 100), &cfg).is_err());
     }
 
     #[test]
     fn expiry_per_version() {
         let mut cfg = Config::default();
-        assert_eq!(session_expiry(&connect(Protocol::V311, "x", true, 0), &cfg), 0);
-        assert_eq!(session_expiry(&connect(Protocol::V311, "x", false, 0), &cfg), u32::MAX);
+        assert_eq!(
+            session_expiry(&connect(Protocol::V311, "x", true, 0), &cfg),
+            0
+        );
+        assert_eq!(
+            session_expiry(&connect(Protocol::V311, "x", false, 0), &cfg),
+            u32::MAX
+        );
         cfg.mqtt.persistent_client_expiration = 3600;
-        assert_eq!(session_expiry(&connect(Protocol::V311, "x", false, 0), &cfg), 3600);
+        assert_eq!(
+            session_expiry(&connect(Protocol::V311, "x", false, 0), &cfg),
+            3600
+        );
         let mut c = connect(Protocol::V5, "x", false, 0);
         assert_eq!(session_expiry(&c, &cfg), 0);
         c.properties.session_expiry_interval = Some(u32::MAX);

@@ -4,7 +4,9 @@
 use super::{Close, Conn};
 use crate::auth::BoxFuture;
 use crate::broker::CloseKind;
-use crate::codec::{reason, Packet, Properties, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::codec::{
+    reason, Packet, Properties, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
 use crate::session::{Delivery, Message, PubRecOutcome};
 use crate::topic;
 use crate::trie::SubEntry;
@@ -61,14 +63,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 match outcome {
                     PubRecOutcome::Release => self.send(&Packet::PubRel(ack(a.pkid, 0)))?,
                     PubRecOutcome::Refused => self.cell.notify.notify_one(),
-                    PubRecOutcome::Unknown => self.send(&Packet::PubRel(ack(a.pkid, reason::PACKET_IDENTIFIER_NOT_FOUND)))?,
+                    PubRecOutcome::Unknown => self.send(&Packet::PubRel(ack(
+                        a.pkid,
+                        reason::PACKET_IDENTIFIER_NOT_FOUND,
+                    )))?,
                 }
                 Ok(None)
             }
             Packet::PubRel(a) => {
                 let known = self.cell.state.lock().data.incoming_qos2.remove(&a.pkid);
-                let code = if known { 0 } else { reason::PACKET_IDENTIFIER_NOT_FOUND };
-                self.send(&Packet::PubComp(ack(a.pkid, code))).map(|()| None)
+                let code = if known {
+                    0
+                } else {
+                    reason::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                self.send(&Packet::PubComp(ack(a.pkid, code)))
+                    .map(|()| None)
             }
             Packet::PubComp(a) => {
                 if self.cell.state.lock().data.pubcomp(a.pkid) {
@@ -82,11 +92,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             Packet::Disconnect(d) => self.on_disconnect(d.reason, &d.properties).map(|()| None),
             // No enhanced-authentication method is ever accepted, so AUTH
             // after CONNECT is always out of place.
-            Packet::Auth(_) => Err(Close::protocol(reason::PROTOCOL_ERROR, "AUTH without an authentication method")),
+            Packet::Auth(_) => Err(Close::protocol(
+                reason::PROTOCOL_ERROR,
+                "AUTH without an authentication method",
+            )),
             Packet::Connect(_) => Err(Close::protocol(reason::PROTOCOL_ERROR, "second CONNECT")),
-            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                Err(Close::protocol(reason::PROTOCOL_ERROR, "server-only packet from a client"))
-            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => Err(
+                Close::protocol(reason::PROTOCOL_ERROR, "server-only packet from a client"),
+            ),
         }
     }
 
@@ -94,12 +107,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     fn resolve_topic(&mut self, p: &mut Publish) -> Result<Arc<str>, Close> {
         let Some(alias) = p.properties.topic_alias else {
             if p.topic.is_empty() {
-                return Err(Close::protocol(reason::PROTOCOL_ERROR, "empty topic without alias"));
+                return Err(Close::protocol(
+                    reason::PROTOCOL_ERROR,
+                    "empty topic without alias",
+                ));
             }
             return Ok(Arc::from(std::mem::take(&mut p.topic)));
         };
         if alias == 0 || alias > self.broker.config().mqtt.topic_alias_maximum {
-            return Err(Close::protocol(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+            return Err(Close::protocol(
+                reason::TOPIC_ALIAS_INVALID,
+                "topic alias out of range",
+            ));
         }
         if p.topic.is_empty() {
             return self
@@ -117,17 +136,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         self.broker.metrics().messages_in.inc();
         let topic = self.resolve_topic(&mut p)?;
         if !topic::valid_topic_name(&topic) {
-            return Err(Close::protocol(reason::TOPIC_NAME_INVALID, "invalid topic name"));
+            return Err(Close::protocol(
+                reason::TOPIC_NAME_INVALID,
+                "invalid topic name",
+            ));
         }
         if p.retain && !self.broker.config().mqtt.retain_available {
-            return Err(Close::protocol(reason::RETAIN_NOT_SUPPORTED, "retain not supported"));
+            return Err(Close::protocol(
+                reason::RETAIN_NOT_SUPPORTED,
+                "retain not supported",
+            ));
         }
-        if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+        if p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
             // §3.3.2.3.2: the payload claims to be UTF-8 and is not.
             return match p.qos {
                 QoS::AtMostOnce => Ok(None),
-                QoS::AtLeastOnce => self.send(&Packet::PubAck(ack(p.pkid, reason::PAYLOAD_FORMAT_INVALID))).map(|()| None),
-                QoS::ExactlyOnce => self.send(&Packet::PubRec(ack(p.pkid, reason::PAYLOAD_FORMAT_INVALID))).map(|()| None),
+                QoS::AtLeastOnce => self
+                    .send(&Packet::PubAck(ack(p.pkid, reason::PAYLOAD_FORMAT_INVALID)))
+                    .map(|()| None),
+                QoS::ExactlyOnce => self
+                    .send(&Packet::PubRec(ack(p.pkid, reason::PAYLOAD_FORMAT_INVALID)))
+                    .map(|()| None),
             };
         }
         let mut msg = Message::new(topic, p.payload, p.qos, p.retain, &p.properties);
@@ -146,8 +177,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 let fresh = {
                     let mut st = self.cell.state.lock();
                     let limit = usize::from(self.broker.config().mqtt.receive_maximum);
-                    if !st.data.incoming_qos2.contains(&p.pkid) && st.data.incoming_qos2.len() >= limit {
-                        return Err(Close::protocol(reason::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
+                    if !st.data.incoming_qos2.contains(&p.pkid)
+                        && st.data.incoming_qos2.len() >= limit
+                    {
+                        return Err(Close::protocol(
+                            reason::RECEIVE_MAXIMUM_EXCEEDED,
+                            "receive maximum exceeded",
+                        ));
                     }
                     st.data.incoming_qos2.insert(p.pkid)
                 };
@@ -195,21 +231,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
         if s.properties.subscription_identifiers.len() > 1 {
-            return Err(Close::protocol(reason::PROTOCOL_ERROR, "several subscription identifiers"));
+            return Err(Close::protocol(
+                reason::PROTOCOL_ERROR,
+                "several subscription identifiers",
+            ));
         }
         let identifier = s.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for f in &s.filters {
             if !topic::valid_topic_filter(&f.filter) {
-                reasons.push(if self.protocol.is_v5() { reason::TOPIC_FILTER_INVALID } else { 0x80 });
+                reasons.push(if self.protocol.is_v5() {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    0x80
+                });
                 continue;
             }
             let entry = SubEntry {
                 options: f.options,
                 identifier,
             };
-            let Some(new) = self.broker.subscribe(&self.cell, self.owner_id, &f.filter, entry) else {
+            let Some(new) = self
+                .broker
+                .subscribe(&self.cell, self.owner_id, &f.filter, entry)
+            else {
                 return Err(Close {
                     kind: CloseKind::TakenOver,
                     disconnect: Some(reason::SESSION_TAKEN_OVER),
@@ -255,7 +301,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 }
             })
             .collect();
-        let reasons = if self.protocol.is_v5() { reasons } else { Vec::new() };
+        let reasons = if self.protocol.is_v5() {
+            reasons
+        } else {
+            Vec::new()
+        };
         self.send(&Packet::UnsubAck(UnsubAck {
             pkid: u.pkid,
             reasons,
@@ -269,7 +319,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             // §3.14.2.2.2: a session opened with expiry 0 cannot be extended here.
             if st.data.expiry_interval == 0 && exp != 0 {
                 drop(st);
-                return Err(Close::protocol(reason::PROTOCOL_ERROR, "session expiry set on DISCONNECT after 0"));
+                return Err(Close::protocol(
+                    reason::PROTOCOL_ERROR,
+                    "session expiry set on DISCONNECT after 0",
+                ));
             }
             st.data.expiry_interval = exp.min(self.broker.config().mqtt.max_session_expiry);
         }

@@ -95,7 +95,9 @@ where
 {
     // Boxed and dropped once done, so that the long-lived task holds only
     // `Conn` and the loop's state: idle connections stay small.
-    let Some((mut conn, keep_alive, kicked)) = Box::pin(establish(io, info, broker, &shutdown)).await else {
+    let Some((mut conn, keep_alive, kicked)) =
+        Box::pin(establish(io, info, broker, &shutdown)).await
+    else {
         return;
     };
     let metrics = conn.broker.metrics().clone();
@@ -155,7 +157,11 @@ where
         }
     };
     tracing::Span::current().record("client_id", &*accepted.client_id);
-    tracing::debug!(session_present = accepted.connack.session_present, keep_alive = accepted.keep_alive, "connected");
+    tracing::debug!(
+        session_present = accepted.connack.session_present,
+        keep_alive = accepted.keep_alive,
+        "connected"
+    );
     let kicked = accepted.attached.kicked.clone();
     let mut conn = Conn {
         io,
@@ -191,13 +197,17 @@ async fn read_connect<S: AsyncRead + Unpin>(
     let mut total = 0u64;
     loop {
         match codec::decode(rbuf, None, max)? {
-            Some(Packet::Connect(c)) => return Ok((c, total)),
+            Some(Packet::Connect(c)) => return Ok((*c, total)),
             Some(_) => return Err(codec::DecodeError::FirstPacketNotConnect),
             None => {}
         }
         rbuf.reserve(READ_MIN);
         match io.read_buf(rbuf).await {
-            Ok(0) | Err(_) => return Err(codec::DecodeError::Malformed("connection closed before CONNECT")),
+            Ok(0) | Err(_) => {
+                return Err(codec::DecodeError::Malformed(
+                    "connection closed before CONNECT",
+                ))
+            }
             Ok(n) => total += n as u64,
         }
     }
@@ -217,13 +227,20 @@ fn sniff_level(buf: &[u8]) -> Option<u8> {
 /// The reaction to a first packet that cannot be accepted: an unknown
 /// protocol level gets a 3.1.1 CONNACK 0x01; a malformed 5.0 CONNECT gets a
 /// 5.0 CONNACK with the reason; anything else is simply closed.
-async fn refuse_undecodable<S: AsyncWrite + Unpin>(io: &mut S, rbuf: &[u8], e: &codec::DecodeError, broker: &Broker) {
+async fn refuse_undecodable<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    rbuf: &[u8],
+    e: &codec::DecodeError,
+    broker: &Broker,
+) {
     use codec::DecodeError as E;
     broker.metrics().protocol_errors.inc();
     broker.metrics().connections_refused.inc();
     tracing::info!(error = %e, "first packet refused");
     let (protocol, code) = match e {
-        E::UnsupportedProtocolLevel(_) => (Protocol::V311, reason::v3::UNACCEPTABLE_PROTOCOL_VERSION),
+        E::UnsupportedProtocolLevel(_) => {
+            (Protocol::V311, reason::v3::UNACCEPTABLE_PROTOCOL_VERSION)
+        }
         E::InvalidProtocolName | E::FirstPacketNotConnect => return,
         E::Malformed("connection closed before CONNECT") => return,
         _ if sniff_level(rbuf) == Some(5) => (Protocol::V5, e.reason_code()),
@@ -249,7 +266,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         })
     }
 
-    async fn serve_loop(&mut self, keep_alive: u16, kicked: &CancellationToken, shutdown: &CancellationToken) -> Close {
+    async fn serve_loop(
+        &mut self,
+        keep_alive: u16,
+        kicked: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Close {
         // A client must send something within 1.5 × its keep-alive.
         let ka = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let far = Duration::from_secs(86_400 * 365);
@@ -340,7 +362,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     async fn finish(mut self, close: Close) {
         match close.kind {
             CloseKind::Normal => tracing::debug!(why = close.why, "disconnected"),
-            _ => tracing::info!(why = close.why, reason = close.disconnect, "connection closed"),
+            _ => tracing::info!(
+                why = close.why,
+                reason = close.disconnect,
+                "connection closed"
+            ),
         }
         if let (true, Some(code)) = (self.protocol.is_v5(), close.disconnect) {
             let d = Disconnect {
@@ -354,7 +380,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.io.shutdown()).await;
         let will = self.will.take();
-        self.broker.detach(&self.cell, self.owner_id, close.kind, will);
+        self.broker
+            .detach(&self.cell, self.owner_id, close.kind, will);
     }
 }
 

@@ -105,7 +105,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// After a resumed session's CONNACK: every unacknowledged PUBLISH again
     /// with DUP and its packet id, and every PUBREL (§4.4).
     pub(super) fn resend_inflight(&mut self) {
-        let inflight: Vec<(u16, Inflight)> = self.cell.state.lock().data.inflight.iter().cloned().collect();
+        let inflight: Vec<(u16, Inflight)> = self
+            .cell
+            .state
+            .lock()
+            .data
+            .inflight
+            .iter()
+            .cloned()
+            .collect();
         let now = now_ms();
         for (pkid, state) in inflight {
             match state {

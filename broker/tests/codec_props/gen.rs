@@ -270,7 +270,7 @@ fn connect(v: Protocol) -> impl Strategy<Value = Packet> {
                 } else {
                     username
                 };
-                Packet::Connect(Connect {
+                Packet::Connect(Box::new(Connect {
                     protocol: v,
                     clean_start,
                     keep_alive,
@@ -279,7 +279,7 @@ fn connect(v: Protocol) -> impl Strategy<Value = Packet> {
                     username,
                     password,
                     properties,
-                })
+                }))
             },
         )
 }

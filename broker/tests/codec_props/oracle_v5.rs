@@ -94,7 +94,7 @@ pub fn from_v5(p: v5::Packet) -> Packet {
                 ),
                 None => (None, None),
             };
-            Packet::Connect(Connect {
+            Packet::Connect(Box::new(Connect {
                 protocol: match c.protocol {
                     mqttbytes::Protocol::V4 => Protocol::V311,
                     mqttbytes::Protocol::V5 => Protocol::V5,
@@ -138,7 +138,7 @@ pub fn from_v5(p: v5::Packet) -> Packet {
                         ..Properties::default()
                     })
                     .unwrap_or_default(),
-            })
+            }))
         }
         v5::Packet::ConnAck(c) => Packet::ConnAck(ConnAck {
             session_present: c.session_present,

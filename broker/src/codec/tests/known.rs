@@ -39,7 +39,7 @@ fn connect_v31() {
         properties: Properties::default(),
     };
     wire(
-        Packet::Connect(c),
+        Packet::Connect(Box::new(c)),
         V31,
         b"\x10\x0f\x00\x06MQIsdp\x03\x02\x00\x3c\x00\x01c",
     );
@@ -49,9 +49,12 @@ fn connect_v31() {
 fn connect_v311() {
     let bytes =
         b"\x10\x1e\x00\x04MQTT\x04\xce\x00\x0a\x00\x02id\x00\x03w/t\x00\x03bye\x00\x01u\x00\x01p";
-    wire(Packet::Connect(connect(V311)), V311, bytes);
+    wire(Packet::Connect(Box::new(connect(V311))), V311, bytes);
     // A CONNECT names its own protocol, whatever the connection's is.
-    assert_eq!(dec(bytes, Some(V5)), Ok(Packet::Connect(connect(V311))));
+    assert_eq!(
+        dec(bytes, Some(V5)),
+        Ok(Packet::Connect(Box::new(connect(V311))))
+    );
 }
 
 #[test]
@@ -61,7 +64,7 @@ fn connect_v5() {
     c.will.as_mut().unwrap().properties.will_delay_interval = Some(5);
     let bytes = b"\x10\x2a\x00\x04MQTT\x05\xce\x00\x0a\x05\x11\x00\x00\x00\x0a\x00\x02id\
                   \x05\x18\x00\x00\x00\x05\x00\x03w/t\x00\x03bye\x00\x01u\x00\x01p";
-    wire(Packet::Connect(c), V5, bytes);
+    wire(Packet::Connect(Box::new(c)), V5, bytes);
 }
 
 #[test]
@@ -77,7 +80,7 @@ fn connect_v5_password_without_username() {
         properties: Properties::default(),
     };
     wire(
-        Packet::Connect(c),
+        Packet::Connect(Box::new(c)),
         V5,
         b"\x10\x11\x00\x04MQTT\x05\x42\x00\x00\x00\x00\x00\x00\x02pw",
     );
