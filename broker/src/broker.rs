@@ -19,6 +19,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -43,6 +44,8 @@ pub(crate) struct SessionState {
     pub ended: bool,
     /// When the last connection left (ms since epoch).
     pub offline_since: Option<u64>,
+    /// When the current connection attached (ms since epoch).
+    pub connected_at: u64,
 }
 
 pub(crate) struct Owner {
@@ -60,6 +63,7 @@ impl SessionCell {
                 owner: None,
                 ended: false,
                 offline_since: Some(now_ms()),
+                connected_at: 0,
             }),
             notify: Notify::new(),
             online: AtomicBool::new(false),
@@ -117,7 +121,8 @@ pub struct Broker {
     sessions: DashMap<ClientId, Arc<SessionCell>>,
     subs: SubscriptionTable,
     retained: RetainedStore<Arc<Message>>,
-    remote: Arc<dyn RemoteRoutes>,
+    remote: OnceLock<Arc<dyn RemoteRoutes>>,
+    node: Arc<str>,
     auth: Arc<dyn Authenticator>,
     pending_wills: DashMap<ClientId, CancellationToken>,
     shared_rr: DashMap<(Arc<str>, Arc<str>), AtomicUsize>,
@@ -130,24 +135,24 @@ impl Broker {
         let auth = Arc::new(AnonymousAuth {
             allow_anonymous: config.auth.allow_anonymous,
         });
-        Broker::with_parts(config, metrics, auth, Arc::new(LocalOnly))
+        Broker::with_parts(config, metrics, auth)
     }
 
-    /// A broker with the given authenticator and remote routes. Starts the
-    /// housekeeping task (session expiry) when called inside a runtime.
+    /// A broker with the given authenticator. Starts the housekeeping task
+    /// (session expiry) when called inside a runtime.
     pub fn with_parts(
         config: Arc<Config>,
         metrics: Metrics,
         auth: Arc<dyn Authenticator>,
-        remote: Arc<dyn RemoteRoutes>,
     ) -> Arc<Broker> {
         let broker = Arc::new(Broker {
+            node: Arc::from(config.node_name()),
             config,
             metrics,
             sessions: DashMap::new(),
             subs: SubscriptionTable::new(),
             retained: RetainedStore::new(),
-            remote,
+            remote: OnceLock::new(),
             auth,
             pending_wills: DashMap::new(),
             shared_rr: DashMap::new(),
@@ -172,6 +177,26 @@ impl Broker {
     /// The authenticator.
     pub fn auth(&self) -> &dyn Authenticator {
         &*self.auth
+    }
+
+    /// Attaches the cluster. Once only, before clients are served; returns
+    /// false if remote routes were already set.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteRoutes>) -> bool {
+        self.remote.set(remote).is_ok()
+    }
+
+    /// The remote routes in force ([`LocalOnly`] until a cluster is attached).
+    pub fn remote(&self) -> &dyn RemoteRoutes {
+        static LOCAL: LocalOnly = LocalOnly;
+        match self.remote.get() {
+            Some(r) => &**r,
+            None => &LOCAL,
+        }
+    }
+
+    /// This node's name.
+    pub fn node_name(&self) -> &Arc<str> {
+        &self.node
     }
 
     /// Number of sessions, online and offline.
@@ -215,6 +240,7 @@ impl Broker {
                 } else {
                     st.owner = Some(owner);
                     st.offline_since = None;
+                    st.connected_at = now_ms();
                     drop(st);
                     old.online.store(true, Ordering::Relaxed);
                     return Attached {
@@ -236,6 +262,7 @@ impl Broker {
             let mut st = cell.state.lock();
             st.owner = Some(owner);
             st.offline_since = None;
+            st.connected_at = now_ms();
         }
         cell.online.store(true, Ordering::Relaxed);
         Attached {
@@ -328,7 +355,7 @@ impl Broker {
         for filter in data.subscriptions.keys() {
             if self.subs.unsubscribe(filter, &data.client_id) {
                 self.metrics.subscriptions.dec();
-                self.remote.route_removed(filter, &data.client_id);
+                self.remote().route_removed(filter, &data.client_id);
             }
         }
         data.subscriptions.clear();
@@ -353,7 +380,7 @@ impl Broker {
         let new = self.subs.subscribe(filter, &cell.client_id, entry);
         if new {
             self.metrics.subscriptions.inc();
-            self.remote.route_added(filter, &cell.client_id);
+            self.remote().route_added(filter, &cell.client_id);
         }
         Some(new)
     }
@@ -367,7 +394,7 @@ impl Broker {
         let existed = st.data.subscriptions.remove(filter).is_some();
         if self.subs.unsubscribe(filter, &cell.client_id) {
             self.metrics.subscriptions.dec();
-            self.remote.route_removed(filter, &cell.client_id);
+            self.remote().route_removed(filter, &cell.client_id);
         }
         existed
     }
@@ -394,8 +421,47 @@ impl Broker {
         if msg.retain && self.config.mqtt.retain_available {
             self.store_retained(&msg);
         }
-        let n = self.route_local(&msg);
-        (n, self.remote.forward(&msg))
+        with_matches(|m| {
+            self.subs.matches(&msg.topic, m);
+            let mut local = vec![true; m.shared.len()];
+            let remote = self.remote().forward(&msg, &m.shared, &mut local);
+            let mut n = self.deliver_direct(&msg, &mut m.direct);
+            for (group, keep) in m.shared.iter().zip(local) {
+                if keep {
+                    n += usize::from(self.deliver_shared(&msg, group));
+                }
+            }
+            (n, remote)
+        })
+    }
+
+    /// Delivers a message forwarded by another node: to local ordinary
+    /// subscribers if `direct`, and to one local member of each named
+    /// shared group `(group, filter)`. Neither forwarded again nor stored
+    /// as retained (the origin replicates retained messages separately).
+    pub fn deliver_forwarded(
+        &self,
+        msg: &Arc<Message>,
+        direct: bool,
+        shared: &[(Arc<str>, Arc<str>)],
+    ) -> usize {
+        with_matches(|m| {
+            self.subs.matches(&msg.topic, m);
+            let mut n = if direct {
+                self.deliver_direct(msg, &mut m.direct)
+            } else {
+                0
+            };
+            for group in m.shared.iter() {
+                if shared
+                    .iter()
+                    .any(|(g, f)| *g == group.group && *f == group.filter)
+                {
+                    n += usize::from(self.deliver_shared(msg, group));
+                }
+            }
+            n
+        })
     }
 
     fn store_retained(&self, msg: &Arc<Message>) {
@@ -408,19 +474,37 @@ impl Broker {
         }
     }
 
-    /// Delivers `msg` to matching local sessions; returns how many.
-    pub fn route_local(&self, msg: &Arc<Message>) -> usize {
-        MATCHES.with(|m| {
-            let mut m = m.borrow_mut();
-            m.clear();
-            self.subs.matches(&msg.topic, &mut m);
-            let Matches { direct, shared } = &mut *m;
-            let mut n = self.deliver_direct(msg, direct);
-            for group in shared.iter() {
-                n += usize::from(self.deliver_shared(msg, group));
+    /// Applies a retained message (or deletion, if the payload is empty)
+    /// replicated from another node. Concurrent writes converge: the last
+    /// writer by (timestamp, node name) wins. Returns whether it applied.
+    pub fn apply_retained(&self, msg: Arc<Message>) -> bool {
+        let key = |m: &Message| {
+            (
+                m.timestamp,
+                m.origin_node.clone().unwrap_or_else(|| self.node.clone()),
+            )
+        };
+        if let Some(current) = self.retained.get(&msg.topic) {
+            if key(&current) >= key(&msg) {
+                return false;
             }
-            n
-        })
+        }
+        self.store_retained(&msg);
+        true
+    }
+
+    /// Every retained message, for a node that joins.
+    pub fn retained_snapshot(&self) -> Vec<Arc<Message>> {
+        // A visit of every entry (`#` would skip `$` topics).
+        let now = now_ms();
+        let mut all = Vec::new();
+        self.retained.retain_where(|_, m| {
+            if !m.expired(now) {
+                all.push(m.clone());
+            }
+            true
+        });
+        all
     }
 
     /// One delivery per client however many of its subscriptions match:
@@ -548,10 +632,61 @@ impl Broker {
         for (f, e) in filters {
             if topic::valid_topic_filter(&f) && self.subs.subscribe(&f, &client, e) {
                 self.metrics.subscriptions.inc();
-                self.remote.route_added(&f, &client);
+                self.remote().route_added(&f, &client);
             }
         }
         true
+    }
+
+    /// Gives up the session of `client_id` to another node: its connection
+    /// (if any) is closed with DISCONNECT 0x8E, the session leaves this
+    /// node, and its state is returned when `keep` (clean start = false at
+    /// the new node); otherwise it is discarded.
+    pub fn take_session(&self, client_id: &str, keep: bool) -> Option<SessionData> {
+        if let Some((_, token)) = self.pending_wills.remove(client_id) {
+            token.cancel();
+        }
+        let (_, cell) = self.sessions.remove(client_id)?;
+        self.metrics.sessions.dec();
+        let mut st = cell.state.lock();
+        if let Some(owner) = st.owner.take() {
+            owner.kick.cancel();
+        }
+        cell.online.store(false, Ordering::Relaxed);
+        st.ended = true;
+        let data = keep.then(|| st.data.clone());
+        self.drop_subscriptions(&mut st.data);
+        data
+    }
+
+    /// Clients with a live connection here, with when they connected.
+    pub fn connected_clients(&self) -> Vec<(ClientId, u64)> {
+        self.sessions
+            .iter()
+            .filter_map(|e| {
+                let st = e.value().state.lock();
+                st.owner
+                    .as_ref()
+                    .map(|_| (e.key().clone(), st.connected_at))
+            })
+            .collect()
+    }
+
+    /// Every local subscription as (filter, client): the routes this node owns.
+    pub fn local_routes(&self) -> Vec<(String, ClientId)> {
+        let mut out = Vec::new();
+        for e in self.sessions.iter() {
+            let st = e.value().state.lock();
+            if !st.ended {
+                out.extend(
+                    st.data
+                        .subscriptions
+                        .keys()
+                        .map(|f| (f.clone(), e.key().clone())),
+                );
+            }
+        }
+        out
     }
 
     /// Ends offline sessions whose expiry has passed; returns how many.
@@ -590,6 +725,18 @@ impl Broker {
         }
         n
     }
+}
+
+/// Runs `f` with a cleared, reused match buffer (a fresh one if the
+/// thread's buffer is already in use, e.g. by a re-entrant call).
+fn with_matches<R>(f: impl FnOnce(&mut Matches) -> R) -> R {
+    MATCHES.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut m) => {
+            m.clear();
+            f(&mut m)
+        }
+        Err(_) => f(&mut Matches::default()),
+    })
 }
 
 /// Periodic work: session and retained-message expiry. Ends with the broker.

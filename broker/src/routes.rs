@@ -1,26 +1,75 @@
-//! The seam between local routing and the cluster: after matching local
-//! subscriptions, the broker hands every message to [`RemoteRoutes`], and
-//! tells it when a local session's subscriptions change. A single node
-//! uses [`LocalOnly`]; the cluster layer plugs in its route table here.
+//! The seam between this node and the cluster. The broker hands every
+//! message it publishes to [`RemoteRoutes::forward`], tells it when local
+//! subscriptions change, and asks it to [`claim`](RemoteRoutes::claim) a
+//! client id before accepting a CONNECT. A single node uses [`LocalOnly`];
+//! the cluster layer implements the trait and calls back into the broker's
+//! `deliver_forwarded`, `apply_retained` and `take_session`.
 
 use crate::auth::BoxFuture;
-use crate::session::Message;
-use crate::trie::ClientId;
+use crate::session::{Message, SessionData};
+use crate::trie::{ClientId, SharedMatch};
 use std::sync::Arc;
 
-/// Remote delivery of messages published on this node.
+/// An operation the cluster may refuse while it is partitioned (for users
+/// who prefer consistency, like VerneMQ's `allow_*_during_netsplit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Accepting a CONNECT.
+    Register,
+    /// Accepting a PUBLISH.
+    Publish,
+    /// Accepting a SUBSCRIBE.
+    Subscribe,
+}
+
+/// The cluster could not decide (a peer that must be asked is unreachable
+/// and the configuration prefers consistency).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cluster unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// Remote delivery and cluster-wide session ownership.
 pub trait RemoteRoutes: Send + Sync + 'static {
-    /// Forwards `msg` to every other node with a matching route. The
-    /// returned future completes once every target node holds the message;
-    /// the publisher's PUBACK/PUBREC waits on it for QoS 1 and 2. `None`
-    /// means nothing to wait for.
-    fn forward(&self, msg: &Arc<Message>) -> Option<BoxFuture<'static, ()>>;
+    /// Forwards `msg` to every other node with a matching route.
+    ///
+    /// `local_shared` lists the shared groups that have members on this
+    /// node for `msg`'s topic; the implementation picks one member node per
+    /// group cluster-wide and sets `deliver_locally[i] = false` for each
+    /// local group it sends elsewhere (all are `true` on entry).
+    ///
+    /// The returned future completes once every target node holds the
+    /// message (or it sits in the bounded retry buffer of an unreachable
+    /// one); the publisher's PUBACK/PUBREC waits on it. `None`: nothing to wait for.
+    fn forward(
+        &self,
+        msg: &Arc<Message>,
+        local_shared: &[SharedMatch],
+        deliver_locally: &mut [bool],
+    ) -> Option<BoxFuture<'static, ()>>;
 
     /// A local session subscribed to `filter` (as subscribed, `$share/…` included).
     fn route_added(&self, _filter: &str, _client: &ClientId) {}
 
     /// A local session's subscription to `filter` ended.
     fn route_removed(&self, _filter: &str, _client: &ClientId) {}
+
+    /// Before a CONNECT is accepted here: every other node closes its
+    /// connection for `client_id` (DISCONNECT 0x8E) and hands its session
+    /// over (`clean_start == false`) or discards it. Returns the session
+    /// moved from another node, if any.
+    fn claim(
+        &self,
+        _client_id: &ClientId,
+        _clean_start: bool,
+    ) -> BoxFuture<'static, Result<Option<SessionData>, Unavailable>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Whether `op` is allowed now (false only while partitioned, and only
+    /// if configured so).
+    fn allows(&self, _op: Operation) -> bool {
+        true
+    }
 }
 
 /// No other nodes.
@@ -28,7 +77,12 @@ pub trait RemoteRoutes: Send + Sync + 'static {
 pub struct LocalOnly;
 
 impl RemoteRoutes for LocalOnly {
-    fn forward(&self, _msg: &Arc<Message>) -> Option<BoxFuture<'static, ()>> {
+    fn forward(
+        &self,
+        _msg: &Arc<Message>,
+        _shared: &[SharedMatch],
+        _local: &mut [bool],
+    ) -> Option<BoxFuture<'static, ()>> {
         None
     }
 }

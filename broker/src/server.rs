@@ -123,6 +123,16 @@ impl Server {
     /// Validates config, binds every enabled listener (port 0 allowed) and
     /// the admin listener, spawns accept loops.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
+        Server::start_with(config, |_| {}).await
+    }
+
+    /// Like [`start`](Server::start), calling `attach` with the broker
+    /// before any client is accepted: the place to plug in a cluster
+    /// (`Broker::set_remote`).
+    pub async fn start_with(
+        config: Config,
+        attach: impl FnOnce(&Arc<Broker>),
+    ) -> Result<Server, ServerError> {
         config.validate()?;
         let (tcp_cfg, tls_cfg) = (&config.listeners.tcp, &config.listeners.tls);
         let acceptor = match tls_cfg.enabled {
@@ -150,6 +160,7 @@ impl Server {
         let metrics = Metrics::default();
         let config = Arc::new(config);
         let broker = Broker::new(config.clone(), metrics.clone());
+        attach(&broker);
         let health = Health::default();
         let shutdown = CancellationToken::new();
         let kill = CancellationToken::new();

@@ -41,6 +41,11 @@ pub struct Message {
     pub expires_at: Option<u64>,
     /// The publishing client, for no-local.
     pub origin: Option<ClientId>,
+    /// When it was published on its origin node (ms since epoch): orders
+    /// concurrent retained writes across nodes (last writer wins).
+    pub timestamp: u64,
+    /// The node it was published on; `None` for this node.
+    pub origin_node: Option<Arc<str>>,
 }
 
 impl Message {
@@ -53,9 +58,10 @@ impl Message {
         retain: bool,
         props: &Properties,
     ) -> Message {
+        let now = now_ms();
         let expires_at = props
             .message_expiry_interval
-            .map(|s| now_ms().saturating_add(u64::from(s) * 1000));
+            .map(|s| now.saturating_add(u64::from(s) * 1000));
         Message {
             topic,
             payload,
@@ -71,6 +77,8 @@ impl Message {
             },
             expires_at,
             origin: None,
+            timestamp: now,
+            origin_node: None,
         }
     }
 

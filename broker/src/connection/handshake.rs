@@ -180,6 +180,23 @@ pub(crate) async fn accept(
         properties: w.properties,
     });
     let client_id: ClientId = Arc::from(client_id);
+    // The client id becomes live here only: other nodes close theirs and
+    // hand the session over (or discard it on clean start).
+    match broker.remote().claim(&client_id, c.clean_start).await {
+        Ok(Some(moved)) => {
+            broker.import_session(moved);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "CONNECT refused: cluster unavailable");
+            return Err(refuse(
+                p,
+                reason::SERVER_UNAVAILABLE,
+                reason::v3::SERVER_UNAVAILABLE,
+                "cluster unavailable",
+            ));
+        }
+    }
     let attached = broker.attach(&client_id, c.clean_start);
     {
         let mut st = attached.cell.state.lock();

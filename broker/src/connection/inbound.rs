@@ -7,6 +7,7 @@ use crate::broker::CloseKind;
 use crate::codec::{
     reason, Packet, Properties, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::routes::Operation;
 use crate::session::{Delivery, Message, PubRecOutcome};
 use crate::topic;
 use crate::trie::SubEntry;
@@ -161,6 +162,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     .map(|()| None),
             };
         }
+        if !self.broker.remote().allows(Operation::Publish) {
+            // Partitioned, and configured to prefer consistency: refuse
+            // rather than acknowledge what might not reach every node.
+            return match (p.qos, self.protocol.is_v5()) {
+                (QoS::AtMostOnce, _) => Ok(None),
+                (QoS::AtLeastOnce, true) => self
+                    .send(&Packet::PubAck(ack(p.pkid, reason::UNSPECIFIED_ERROR)))
+                    .map(|()| None),
+                (QoS::ExactlyOnce, true) => self
+                    .send(&Packet::PubRec(ack(p.pkid, reason::UNSPECIFIED_ERROR)))
+                    .map(|()| None),
+                (_, false) => Err(Close::protocol(
+                    reason::SERVER_UNAVAILABLE,
+                    "publish refused during netsplit",
+                )),
+            };
+        }
         let mut msg = Message::new(topic, p.payload, p.qos, p.retain, &p.properties);
         msg.origin = Some(self.client_id.clone());
         let msg = Arc::new(msg);
@@ -237,6 +255,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             ));
         }
         let identifier = s.properties.subscription_identifiers.first().copied();
+        if !self.broker.remote().allows(Operation::Subscribe) {
+            return self.send(&Packet::SubAck(SubAck {
+                pkid: s.pkid,
+                reasons: vec![reason::UNSPECIFIED_ERROR; s.filters.len()],
+                properties: Properties::default(),
+            }));
+        }
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for f in &s.filters {
