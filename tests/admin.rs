@@ -34,11 +34,19 @@ async fn metrics_lists_every_tern_metric() {
         "tern_queue_dropped",
         "tern_sessions",
     ] {
-        assert!(metric(&body, name).is_some(), "{name} missing from /metrics:\n{body}");
+        assert!(
+            metric(&body, name).is_some(),
+            "{name} missing from /metrics:\n{body}"
+        );
     }
 }
 
-async fn until_metric(admin: SocketAddr, name: &'static str, what: &str, pred: impl Fn(f64) -> bool + Copy) {
+async fn until_metric(
+    admin: SocketAddr,
+    name: &'static str,
+    what: &str,
+    pred: impl Fn(f64) -> bool + Copy,
+) {
     wait_until(T, what, || async move { pred(scrape(admin, name).await) }).await;
 }
 
@@ -58,23 +66,62 @@ async fn metrics_counters_move() {
 
     sub.subscribe("met/a", 1).await;
     sub.subscribe("met/b", 1).await;
-    until_metric(a, "tern_subscriptions", "tern_subscriptions == 2", |v| v == 2.0).await;
+    until_metric(a, "tern_subscriptions", "tern_subscriptions == 2", |v| {
+        v == 2.0
+    })
+    .await;
 
     publ.publish_retained("met/a", b"kept", 1).await;
     publ.publish("met/b", b"live", 1).await;
     sub.next_publish().await;
     sub.next_publish().await;
-    until_metric(a, "tern_retained_messages", "tern_retained_messages == 1", |v| v == 1.0).await;
-    until_metric(a, "tern_messages_received", "messages_received += 2", move |v| v - rx0 == 2.0).await;
-    until_metric(a, "tern_messages_sent", "messages_sent += 2", move |v| v - tx0 == 2.0).await;
-    until_metric(a, "tern_bytes_received", "bytes_received grows", move |v| v - brx0 >= 20.0).await;
-    until_metric(a, "tern_bytes_sent", "bytes_sent grows", move |v| v - btx0 >= 20.0).await;
+    until_metric(
+        a,
+        "tern_retained_messages",
+        "tern_retained_messages == 1",
+        |v| v == 1.0,
+    )
+    .await;
+    until_metric(
+        a,
+        "tern_messages_received",
+        "messages_received += 2",
+        move |v| v - rx0 == 2.0,
+    )
+    .await;
+    until_metric(a, "tern_messages_sent", "messages_sent += 2", move |v| {
+        v - tx0 == 2.0
+    })
+    .await;
+    until_metric(a, "tern_bytes_received", "bytes_received grows", move |v| {
+        v - brx0 >= 20.0
+    })
+    .await;
+    until_metric(a, "tern_bytes_sent", "bytes_sent grows", move |v| {
+        v - btx0 >= 20.0
+    })
+    .await;
 
     sub.unsubscribe("met/b").await;
-    until_metric(a, "tern_subscriptions", "tern_subscriptions == 1 after UNSUBSCRIBE", |v| v == 1.0).await;
+    until_metric(
+        a,
+        "tern_subscriptions",
+        "tern_subscriptions == 1 after UNSUBSCRIBE",
+        |v| v == 1.0,
+    )
+    .await;
     publ.publish_retained("met/a", b"", 1).await;
-    until_metric(a, "tern_retained_messages", "retained deleted", |v| v == 0.0).await;
+    until_metric(a, "tern_retained_messages", "retained deleted", |v| {
+        v == 0.0
+    })
+    .await;
     publ.disconnect().await;
-    until_metric(a, "tern_connections", "tern_connections == 1 after DISCONNECT", |v| v == 1.0).await;
+    until_metric(
+        a,
+        "tern_connections",
+        "tern_connections == 1 after DISCONNECT",
+        |v| v == 1.0,
+    )
+    .await;
     until_metric(a, "tern_sessions", "clean session removed", |v| v == 1.0).await;
 }

@@ -82,25 +82,40 @@ async fn qos2_inbound_exactly_once_despite_dup_resend() {
         msg.pkid = 7;
         p.send(&msg.encode(v5)).await;
         match p.recv().await {
-            Packet::Ack { kind: kind::PUBREC, pkid: 7, reason } => assert!(reason < 0x80),
+            Packet::Ack {
+                kind: kind::PUBREC,
+                pkid: 7,
+                reason,
+            } => assert!(reason < 0x80),
             other => panic!("expected PUBREC 7, got {other:?}"),
         }
         // The PUBREC "got lost": resend with DUP before PUBREL.
         msg.dup = true;
         p.send(&msg.encode(v5)).await;
         match p.recv().await {
-            Packet::Ack { kind: kind::PUBREC, pkid: 7, reason } => assert!(reason < 0x80),
+            Packet::Ack {
+                kind: kind::PUBREC,
+                pkid: 7,
+                reason,
+            } => assert!(reason < 0x80),
             other => panic!("expected a second PUBREC 7, got {other:?}"),
         }
         p.send(&ack(kind::PUBREL, 7)).await;
         match p.recv().await {
-            Packet::Ack { kind: kind::PUBCOMP, pkid: 7, reason } => assert_eq!(reason, 0),
+            Packet::Ack {
+                kind: kind::PUBCOMP,
+                pkid: 7,
+                reason,
+            } => assert_eq!(reason, 0),
             other => panic!("expected PUBCOMP 7, got {other:?}"),
         }
         p.publish("eo/t", b"marker", 1).await;
         let got = sub.until_payload(b"marker").await;
         let n = got.iter().filter(|m| m.payload == b"once").count();
-        assert_eq!(n, 1, "v{version}: QoS 2 message must be delivered exactly once: {got:?}");
+        assert_eq!(
+            n, 1,
+            "v{version}: QoS 2 message must be delivered exactly once: {got:?}"
+        );
     }
 }
 
@@ -117,9 +132,14 @@ async fn receive_maximum_limits_inflight_towards_client() {
     }
     let a = sub.next_publish().await;
     let b = sub.next_publish().await;
-    assert_eq!((a.payload.as_slice(), b.payload.as_slice()), (&b"m0"[..], &b"m1"[..]));
+    assert_eq!(
+        (a.payload.as_slice(), b.payload.as_slice()),
+        (&b"m0"[..], &b"m1"[..])
+    );
     assert!(
-        sub.next_publish_within(Duration::from_millis(800)).await.is_none(),
+        sub.next_publish_within(Duration::from_millis(800))
+            .await
+            .is_none(),
         "a third QoS 1 PUBLISH was sent while 2 (= Receive Maximum) were unacknowledged"
     );
     sub.send(&ack(kind::PUBACK, a.pkid)).await;
@@ -158,9 +178,15 @@ async fn redelivery_case(version: u8) {
     let (mut sub, ack) = Raw::connect_ok(s.addr, persistent(false)).await;
     assert!(ack.session_present);
     let again = sub.next_publish().await;
-    assert_eq!(again.payload, b"unacked", "unacknowledged QoS 1 message resent on resume");
+    assert_eq!(
+        again.payload, b"unacked",
+        "unacknowledged QoS 1 message resent on resume"
+    );
     assert!(again.dup, "resent PUBLISH must have DUP=1");
-    assert_eq!(again.pkid, first.pkid, "resent with the original packet identifier");
+    assert_eq!(
+        again.pkid, first.pkid,
+        "resent with the original packet identifier"
+    );
     assert_eq!(again.qos, 1);
 }
 
@@ -217,7 +243,8 @@ async fn delivery_downgraded_to_subscription_qos() {
         let topic = format!("dg/{granted}");
         assert_eq!(sub.subscribe(&topic, granted).await, granted);
         for published in 0..=2u8 {
-            p.publish(&topic, format!("{published}").as_bytes(), published).await;
+            p.publish(&topic, format!("{published}").as_bytes(), published)
+                .await;
             let got = sub.next_publish().await;
             assert_eq!(
                 got.qos,
@@ -233,14 +260,17 @@ async fn offline_queue_limit_drops_and_counts() {
     let s = start_with(|c| c.mqtt.max_offline_messages = 5).await;
     let before = scrape(s.admin(), "tern_queue_dropped").await;
     let id = uid("offq");
-    let mut sub = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60)).await.0;
+    let mut sub = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60))
+        .await
+        .0;
     sub.subscribe("oq/t", 1).await;
     sub.disconnect().await;
     let mut p = Raw::v5(s.addr, &uid("pub")).await;
     for i in 0..8 {
         p.publish("oq/t", format!("m{i}").as_bytes(), 1).await;
     }
-    let (mut sub, ack) = Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
+    let (mut sub, ack) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
     assert!(ack.session_present);
     p.publish("oq/t", b"marker", 1).await;
     let got: Vec<Vec<u8>> = sub
@@ -255,9 +285,11 @@ async fn offline_queue_limit_drops_and_counts() {
     let want: Vec<Vec<u8>> = (0..5).map(|i| format!("m{i}").into_bytes()).collect();
     assert_eq!(got, want, "drop_newest keeps m0..m4 in order");
     let admin = s.admin();
-    wait_until(T, "tern_queue_dropped counts the 3 dropped messages", || async move {
-        scrape(admin, "tern_queue_dropped").await - before == 3.0
-    })
+    wait_until(
+        T,
+        "tern_queue_dropped counts the 3 dropped messages",
+        || async move { scrape(admin, "tern_queue_dropped").await - before == 3.0 },
+    )
     .await;
 }
 
@@ -269,7 +301,9 @@ async fn offline_queue_drop_oldest_policy() {
     })
     .await;
     let id = uid("offq-old");
-    let mut sub = Raw::connect_ok(s.addr, Connect::v4(&id).clean(false)).await.0;
+    let mut sub = Raw::connect_ok(s.addr, Connect::v4(&id).clean(false))
+        .await
+        .0;
     sub.subscribe("oqo/t", 1).await;
     sub.disconnect().await;
     let mut p = Raw::v4(s.addr, &uid("pub")).await;
@@ -293,16 +327,23 @@ async fn offline_queue_drop_oldest_policy() {
 async fn message_expiry_in_offline_queue() {
     let s = start().await;
     let id = uid("exp");
-    let mut sub = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60)).await.0;
+    let mut sub = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60))
+        .await
+        .0;
     sub.subscribe("exp/t", 1).await;
     sub.disconnect().await;
     let mut p = Raw::v5(s.addr, &uid("pub")).await;
-    let short = Publish::new("exp/t", b"short").qos(1).props(Props::new().u32(prop::MESSAGE_EXPIRY, 1));
-    let long = Publish::new("exp/t", b"long").qos(1).props(Props::new().u32(prop::MESSAGE_EXPIRY, 30));
+    let short = Publish::new("exp/t", b"short")
+        .qos(1)
+        .props(Props::new().u32(prop::MESSAGE_EXPIRY, 1));
+    let long = Publish::new("exp/t", b"long")
+        .qos(1)
+        .props(Props::new().u32(prop::MESSAGE_EXPIRY, 30));
     p.publish_msg(short).await;
     p.publish_msg(long).await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let (mut sub, _) = Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
+    let (mut sub, _) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
     let got = sub.until_payload(b"long").await;
     assert!(
         got.iter().all(|m| m.payload != b"short"),
@@ -326,11 +367,22 @@ async fn topic_alias_client_to_broker() {
     sub.subscribe("alias/in", 1).await;
     let (mut p, ack) = Raw::connect_ok(s.addr, Connect::v5(&uid("pub"))).await;
     let max = ack.props.u16(prop::TOPIC_ALIAS_MAXIMUM).unwrap_or(0);
-    assert!(max >= 1, "broker announces Topic Alias Maximum ≥ 1 (config default 64), got {max}");
-    p.publish_msg(Publish::new("alias/in", b"set").qos(1).props(Props::new().u16(prop::TOPIC_ALIAS, 1)))
-        .await;
-    p.publish_msg(Publish::new("", b"use").qos(1).props(Props::new().u16(prop::TOPIC_ALIAS, 1)))
-        .await;
+    assert!(
+        max >= 1,
+        "broker announces Topic Alias Maximum ≥ 1 (config default 64), got {max}"
+    );
+    p.publish_msg(
+        Publish::new("alias/in", b"set")
+            .qos(1)
+            .props(Props::new().u16(prop::TOPIC_ALIAS, 1)),
+    )
+    .await;
+    p.publish_msg(
+        Publish::new("", b"use")
+            .qos(1)
+            .props(Props::new().u16(prop::TOPIC_ALIAS, 1)),
+    )
+    .await;
     for want in [&b"set"[..], b"use"] {
         let m = sub.next_publish().await;
         assert_eq!((m.topic.as_str(), m.payload.as_slice()), ("alias/in", want));
@@ -342,8 +394,12 @@ async fn topic_alias_over_maximum_is_rejected() {
     let s = start_with(|c| c.mqtt.topic_alias_maximum = 2).await;
     let (mut p, ack) = Raw::connect_ok(s.addr, Connect::v5(&uid("pub"))).await;
     assert_eq!(ack.props.u16(prop::TOPIC_ALIAS_MAXIMUM), Some(2));
-    p.send(&Publish::new("alias/x", b"x").props(Props::new().u16(prop::TOPIC_ALIAS, 3)).encode(true))
-        .await;
+    p.send(
+        &Publish::new("alias/x", b"x")
+            .props(Props::new().u16(prop::TOPIC_ALIAS, 3))
+            .encode(true),
+    )
+    .await;
     p.expect_disconnect(&[0x94], T).await;
 }
 
@@ -356,7 +412,13 @@ async fn topic_alias_broker_to_client() {
     let mut plain = Raw::v5(s.addr, &uid("plain")).await; // Topic Alias Maximum 0
     plain.subscribe("alias/out/#", 1).await;
     let mut p = Raw::v5(s.addr, &uid("pub")).await;
-    let topics = ["alias/out/a", "alias/out/b", "alias/out/a", "alias/out/a", "alias/out/b"];
+    let topics = [
+        "alias/out/a",
+        "alias/out/b",
+        "alias/out/a",
+        "alias/out/a",
+        "alias/out/b",
+    ];
     for (i, t) in topics.iter().enumerate() {
         p.publish(t, format!("{i}").as_bytes(), 1).await;
     }
@@ -365,15 +427,24 @@ async fn topic_alias_broker_to_client() {
         let m = sub.next_publish().await;
         let effective = match m.props.u16(prop::TOPIC_ALIAS) {
             Some(a) => {
-                assert!((1..=4).contains(&a), "alias {a} outside the client's Topic Alias Maximum");
+                assert!(
+                    (1..=4).contains(&a),
+                    "alias {a} outside the client's Topic Alias Maximum"
+                );
                 if !m.topic.is_empty() {
                     aliases.insert(a, m.topic.clone());
                 }
-                aliases.get(&a).cloned().unwrap_or_else(|| panic!("alias {a} used before being set"))
+                aliases
+                    .get(&a)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("alias {a} used before being set"))
             }
             None => m.topic.clone(),
         };
-        assert_eq!((effective.as_str(), m.payload.as_slice()), (*t, format!("{i}").as_bytes()));
+        assert_eq!(
+            (effective.as_str(), m.payload.as_slice()),
+            (*t, format!("{i}").as_bytes())
+        );
         let pm = plain.next_publish().await;
         assert!(
             !pm.props.has(prop::TOPIC_ALIAS),
@@ -393,7 +464,10 @@ async fn message_larger_than_client_maximum_packet_size_is_not_sent() {
     p.publish("mps/t", &[b'x'; 300], 1).await;
     p.publish("mps/t", b"small", 1).await;
     let got = sub.next_publish().await;
-    assert_eq!(got.payload, b"small", "the oversize message must be skipped, not sent");
+    assert_eq!(
+        got.payload, b"small",
+        "the oversize message must be skipped, not sent"
+    );
     sub.ping().await; // still connected
 }
 
@@ -402,7 +476,8 @@ async fn oversize_packet_from_v5_client_gets_disconnect_0x95() {
     let s = start_with(|c| c.mqtt.max_packet_size = 1024).await;
     let mut w = Witness::new(s.addr).await;
     let mut p = Raw::v5(s.addr, &uid("big")).await;
-    p.send(&Publish::new("mps/in", &[b'y'; 2000]).qos(1).encode(true)).await;
+    p.send(&Publish::new("mps/in", &[b'y'; 2000]).qos(1).encode(true))
+        .await;
     p.expect_disconnect(&[0x95], T).await;
     w.round_trip().await;
 }
@@ -421,15 +496,33 @@ async fn v5_publish_properties_pass_through() {
         .pair("k1", "v1")
         .pair("k2", "v2")
         .pair("k1", "v3");
-    p.publish_msg(Publish::new("props/t", br#"{"a":1}"#).qos(1).props(props)).await;
+    p.publish_msg(Publish::new("props/t", br#"{"a":1}"#).qos(1).props(props))
+        .await;
     let m = sub.next_publish().await;
-    assert_eq!(m.props.byte(prop::PAYLOAD_FORMAT), Some(1), "payload format indicator");
-    assert_eq!(m.props.str(prop::CONTENT_TYPE).as_deref(), Some("application/json"));
-    assert_eq!(m.props.str(prop::RESPONSE_TOPIC).as_deref(), Some("props/reply"));
-    assert_eq!(m.props.bin(prop::CORRELATION_DATA), Some(vec![0, 1, 2, 0xFF]));
+    assert_eq!(
+        m.props.byte(prop::PAYLOAD_FORMAT),
+        Some(1),
+        "payload format indicator"
+    );
+    assert_eq!(
+        m.props.str(prop::CONTENT_TYPE).as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        m.props.str(prop::RESPONSE_TOPIC).as_deref(),
+        Some("props/reply")
+    );
+    assert_eq!(
+        m.props.bin(prop::CORRELATION_DATA),
+        Some(vec![0, 1, 2, 0xFF])
+    );
     let pairs: Vec<(String, String)> = [("k1", "v1"), ("k2", "v2"), ("k1", "v3")]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    assert_eq!(m.props.pairs(), pairs, "user properties, in order, duplicates kept");
+    assert_eq!(
+        m.props.pairs(),
+        pairs,
+        "user properties, in order, duplicates kept"
+    );
 }

@@ -34,7 +34,11 @@ fn available(tool: &str, probe: &[&str]) -> bool {
 /// Short client ids: MQTT 3.1 allows at most 23 characters.
 fn short_id(p: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{p}{}x{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{p}{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 struct Sub {
@@ -49,7 +53,15 @@ impl Sub {
         // stdbuf: line-buffer its stdout so the SUBACK line arrives at once.
         let mut child = Command::new("stdbuf")
             .args(["-oL", "mosquitto_sub"])
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", version, "-d"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-V",
+                version,
+                "-d",
+            ])
             .args(["-i", &short_id("ms"), "-t", topic, "-q", &qos.to_string()])
             .args(["-C", "1", "-W", "20"])
             .args(extra)
@@ -73,7 +85,10 @@ impl Sub {
         let deadline = tokio::time::Instant::now() + TOOL_TIMEOUT;
         loop {
             match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
-                Err(_) => panic!("mosquitto_sub: no {what} within {TOOL_TIMEOUT:?}; output: {:#?}", self.log),
+                Err(_) => panic!(
+                    "mosquitto_sub: no {what} within {TOOL_TIMEOUT:?}; output: {:#?}",
+                    self.log
+                ),
                 Ok(Ok(Some(l))) => {
                     self.log.push(l.clone());
                     if pred(&l) {
@@ -88,13 +103,19 @@ impl Sub {
     /// Waits for the PUBLISH debug line and the payload line; returns the
     /// debug line (it shows d/q/r flags).
     async fn expect_message(&mut self, payload: &str) -> String {
-        let header = self.until(|l| l.contains("received PUBLISH"), "PUBLISH").await;
+        let header = self
+            .until(|l| l.contains("received PUBLISH"), "PUBLISH")
+            .await;
         self.until(|l| l == payload, payload).await;
         let status = tokio::time::timeout(TOOL_TIMEOUT, self.child.wait())
             .await
             .expect("mosquitto_sub exits after -C 1")
             .expect("wait mosquitto_sub");
-        assert!(status.success(), "mosquitto_sub exit status {status}; output {:#?}", self.log);
+        assert!(
+            status.success(),
+            "mosquitto_sub exit status {status}; output {:#?}",
+            self.log
+        );
         header
     }
 }
@@ -132,17 +153,33 @@ async fn mosquitto_case(version: &str) {
         let topic = format!("mq/{tag}/q{qos}");
         let payload = format!("{version}-qos{qos}");
         let mut sub = Sub::start(port, version, &topic, 2, &[]).await;
-        mosquitto_pub(port, version, &["-t", &topic, "-q", &qos.to_string(), "-m", &payload]).await;
+        mosquitto_pub(
+            port,
+            version,
+            &["-t", &topic, "-q", &qos.to_string(), "-m", &payload],
+        )
+        .await;
         let header = sub.expect_message(&payload).await;
-        assert!(header.contains(&format!("q{qos}")), "delivered at QoS {qos}: {header}");
+        assert!(
+            header.contains(&format!("q{qos}")),
+            "delivered at QoS {qos}: {header}"
+        );
     }
 
     // Retained.
     let rtopic = format!("mq/{tag}/retained");
-    mosquitto_pub(port, version, &["-t", &rtopic, "-q", "1", "-r", "-m", "kept"]).await;
+    mosquitto_pub(
+        port,
+        version,
+        &["-t", &rtopic, "-q", "1", "-r", "-m", "kept"],
+    )
+    .await;
     let mut sub = Sub::start(port, version, &rtopic, 1, &[]).await;
     let header = sub.expect_message("kept").await;
-    assert!(header.contains("r1"), "retained message has the retain flag: {header}");
+    assert!(
+        header.contains("r1"),
+        "retained message has the retain flag: {header}"
+    );
 
     // Will: a mosquitto_sub with a will, killed without DISCONNECT.
     let wtopic = format!("mq/{tag}/will");
@@ -152,7 +189,14 @@ async fn mosquitto_case(version: &str) {
         version,
         &format!("mq/{tag}/idle"),
         0,
-        &["--will-topic", &wtopic, "--will-payload", "last-words", "--will-qos", "1"],
+        &[
+            "--will-topic",
+            &wtopic,
+            "--will-payload",
+            "last-words",
+            "--will-qos",
+            "1",
+        ],
     )
     .await;
     let mut dying_child = dying.child;
@@ -177,12 +221,21 @@ async fn mosquitto_clients_mqttv5() {
 }
 
 async fn paho_case(version: &str) {
-    if !available("python3", &["-c", "import paho.mqtt.client as m; assert m.CallbackAPIVersion"]) {
+    if !available(
+        "python3",
+        &[
+            "-c",
+            "import paho.mqtt.client as m; assert m.CallbackAPIVersion",
+        ],
+    ) {
         eprintln!("SKIPPED: python3 with paho-mqtt>=2 not installed");
         return;
     }
     let s = start().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/paho_roundtrip.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/paho_roundtrip.py"
+    );
     let out = tokio::time::timeout(
         Duration::from_secs(90),
         Command::new("python3")

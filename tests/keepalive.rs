@@ -13,7 +13,10 @@ async fn silent_client_closed(version: u8) {
     let t0 = Instant::now();
     let seen = c.expect_closed(Duration::from_millis(1500 + 2000)).await;
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(1000), "closed after {took:?}, before 1 × keep-alive");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "closed after {took:?}, before 1 × keep-alive"
+    );
     if version == 5 {
         // Optional DISCONNECT must be 0x8D (Keep Alive timeout) if sent.
         for p in &seen {
@@ -57,14 +60,21 @@ async fn v5_server_keep_alive_overrides_larger_request() {
     // And the broker enforces its value, not the client's 60 s.
     let t0 = Instant::now();
     c.expect_closed(Duration::from_millis(3000 + 2000)).await;
-    assert!(t0.elapsed() >= Duration::from_secs(2), "closed before 1 × server keep-alive");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "closed before 1 × server keep-alive"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_server_keep_alive_overrides_zero() {
     let s = start_with(|c| c.mqtt.max_keep_alive = 5).await;
     let (c, ack) = Raw::connect_ok(s.addr, Connect::v5(&uid("ska0")).keep_alive(0)).await;
-    assert_eq!(ack.props.u16(prop::SERVER_KEEP_ALIVE), Some(5), "keep-alive 0 is above any limit");
+    assert_eq!(
+        ack.props.u16(prop::SERVER_KEEP_ALIVE),
+        Some(5),
+        "keep-alive 0 is above any limit"
+    );
     c.disconnect().await;
 }
 
@@ -73,6 +83,9 @@ async fn v5_no_server_keep_alive_when_request_within_limit() {
     let s = start_with(|c| c.mqtt.max_keep_alive = 30).await;
     let (c, ack) = Raw::connect_ok(s.addr, Connect::v5(&uid("ska-ok")).keep_alive(10)).await;
     let ska = ack.props.u16(prop::SERVER_KEEP_ALIVE);
-    assert!(ska.is_none() || ska == Some(10), "request within the limit is kept, got {ska:?}");
+    assert!(
+        ska.is_none() || ska == Some(10),
+        "request within the limit is kept, got {ska:?}"
+    );
     c.disconnect().await;
 }

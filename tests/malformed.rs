@@ -21,7 +21,13 @@ enum Expect {
 }
 
 /// Runs one case: `version` is the CONNECT sent first when `connect_first`.
-async fn case(version: u8, connect_first: bool, bad: Vec<u8>, expect: Expect, cfg: impl FnOnce(&mut Config)) {
+async fn case(
+    version: u8,
+    connect_first: bool,
+    bad: Vec<u8>,
+    expect: Expect,
+    cfg: impl FnOnce(&mut Config),
+) {
     let s = start_with(cfg).await;
     let mut witness = Witness::new(s.addr).await;
     let mut c = Raw::tcp(s.addr).await;
@@ -51,7 +57,11 @@ async fn case(version: u8, connect_first: bool, bad: Vec<u8>, expect: Expect, cf
         Expect::ConnAck(code) => {
             let seen = c.expect_closed(T).await;
             match seen.as_slice() {
-                [Packet::ConnAck { code: got, session_present: false, .. }] => {
+                [Packet::ConnAck {
+                    code: got,
+                    session_present: false,
+                    ..
+                }] => {
                     assert_eq!(*got, code, "CONNACK return code")
                 }
                 other => panic!("expected exactly CONNACK {code:#04x} then close, got {other:?}"),
@@ -86,18 +96,39 @@ fn publish_raw_topic(topic: &[u8], v5: bool) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_protocol_name_v311() {
-    case(4, false, connect_with_name("MQTX", 4), Expect::CloseMaybeRefused, |_| {}).await;
+    case(
+        4,
+        false,
+        connect_with_name("MQTX", 4),
+        Expect::CloseMaybeRefused,
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_protocol_name_v5() {
-    case(5, false, connect_with_name("HTTP", 5), Expect::CloseMaybeRefused, |_| {}).await;
+    case(
+        5,
+        false,
+        connect_with_name("HTTP", 5),
+        Expect::CloseMaybeRefused,
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_protocol_level_gets_connack_0x01() {
     // "MQTT" with an unknown level: 3.1.1 says CONNACK 0x01 (unacceptable protocol version), then close.
-    case(4, false, connect_with_name("MQTT", 7), Expect::ConnAck(0x01), |_| {}).await;
+    case(
+        4,
+        false,
+        connect_with_name("MQTT", 7),
+        Expect::ConnAck(0x01),
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +137,14 @@ async fn reserved_connect_flag_set_v311() {
     put_str("MQTT", &mut b);
     b.extend_from_slice(&[4, 0x03, 0, 60]); // bit 0 (reserved) set
     put_str(&uid("x"), &mut b);
-    case(4, false, packet(0x10, &b), Expect::CloseMaybeRefused, |_| {}).await;
+    case(
+        4,
+        false,
+        packet(0x10, &b),
+        Expect::CloseMaybeRefused,
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,17 +154,38 @@ async fn packet_before_connect_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_before_connect_closes() {
-    case(5, false, publish_raw_topic(b"a/b", true), Expect::Close, |_| {}).await;
+    case(
+        5,
+        false,
+        publish_raw_topic(b"a/b", true),
+        Expect::Close,
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_connect_v311_closes() {
-    case(4, true, Connect::v4(&uid("again")).encode(), Expect::Close, |_| {}).await;
+    case(
+        4,
+        true,
+        Connect::v4(&uid("again")).encode(),
+        Expect::Close,
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_connect_v5_protocol_error() {
-    case(5, true, Connect::v5(&uid("again")).encode(), Expect::Disconnect(&[0x82]), |_| {}).await;
+    case(
+        5,
+        true,
+        Connect::v5(&uid("again")).encode(),
+        Expect::Disconnect(&[0x82]),
+        |_| {},
+    )
+    .await;
 }
 
 // --- fixed header
@@ -146,7 +205,14 @@ async fn reserved_fixed_header_bits_v5() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_bits_in_pingreq_v5() {
-    case(5, true, vec![0xC1, 0x00], Expect::Disconnect(&[0x81]), |_| {}).await;
+    case(
+        5,
+        true,
+        vec![0xC1, 0x00],
+        Expect::Disconnect(&[0x81]),
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,56 +241,122 @@ fn oversize_header() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remaining_length_over_max_packet_size_v311() {
-    case(4, true, oversize_header(), Expect::Close, |c| c.mqtt.max_packet_size = 4096).await;
+    case(4, true, oversize_header(), Expect::Close, |c| {
+        c.mqtt.max_packet_size = 4096
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remaining_length_over_max_packet_size_v5() {
-    case(5, true, oversize_header(), Expect::Disconnect(&[0x95]), |c| c.mqtt.max_packet_size = 4096).await;
+    case(
+        5,
+        true,
+        oversize_header(),
+        Expect::Disconnect(&[0x95]),
+        |c| c.mqtt.max_packet_size = 4096,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_byte_remaining_length_v311() {
-    case(4, true, vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], Expect::Close, |_| {}).await;
+    case(
+        4,
+        true,
+        vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+        Expect::Close,
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_byte_remaining_length_v5() {
-    case(5, true, vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], Expect::Disconnect(&[0x81]), |_| {}).await;
+    case(
+        5,
+        true,
+        vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+        Expect::Disconnect(&[0x81]),
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_byte_remaining_length_before_connect() {
-    case(4, false, vec![0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], Expect::Close, |_| {}).await;
+    case(
+        4,
+        false,
+        vec![0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+        Expect::Close,
+        |_| {},
+    )
+    .await;
 }
 
 // --- topics and payload contents
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_utf8_topic_v311() {
-    case(4, true, publish_raw_topic(&[b'a', 0xFF, 0xFE], false), Expect::Close, |_| {}).await;
+    case(
+        4,
+        true,
+        publish_raw_topic(&[b'a', 0xFF, 0xFE], false),
+        Expect::Close,
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_utf8_topic_v5() {
-    case(5, true, publish_raw_topic(&[b'a', 0xC3, 0x28], true), Expect::Disconnect(&[0x81]), |_| {}).await;
+    case(
+        5,
+        true,
+        publish_raw_topic(&[b'a', 0xC3, 0x28], true),
+        Expect::Disconnect(&[0x81]),
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn null_character_in_topic_v5() {
-    case(5, true, publish_raw_topic(b"a\0b", true), Expect::Disconnect(&[0x81]), |_| {}).await;
+    case(
+        5,
+        true,
+        publish_raw_topic(b"a\0b", true),
+        Expect::Disconnect(&[0x81]),
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_to_wildcard_topic_v311() {
-    case(4, true, publish_raw_topic(b"a/+/b", false), Expect::Close, |_| {}).await;
+    case(
+        4,
+        true,
+        publish_raw_topic(b"a/+/b", false),
+        Expect::Close,
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_to_wildcard_topic_v5() {
     // [MQTT-3.3.2-2]: 0x90 Topic Name invalid; a broker may classify it as
     // a protocol error or malformed packet instead.
-    case(5, true, publish_raw_topic(b"a/#", true), Expect::Disconnect(&[0x90, 0x82, 0x81]), |_| {}).await;
+    case(
+        5,
+        true,
+        publish_raw_topic(b"a/#", true),
+        Expect::Disconnect(&[0x90, 0x82, 0x81]),
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +367,14 @@ async fn subscribe_with_no_filters_v311() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_with_no_filters_v5() {
     // 3.8.3: "A SUBSCRIBE packet with no Payload is a Protocol Error".
-    case(5, true, packet(0x82, &[0, 1, 0]), Expect::Disconnect(&[0x82]), |_| {}).await;
+    case(
+        5,
+        true,
+        packet(0x82, &[0, 1, 0]),
+        Expect::Disconnect(&[0x82]),
+        |_| {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

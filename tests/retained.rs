@@ -9,7 +9,13 @@ use std::time::Duration;
 /// Subscribes `c` to `filter` with `options`, then publishes a non-retained
 /// marker on `marker_topic` (which `filter` must match) and returns the
 /// messages received before it.
-async fn sub_and_collect(c: &mut Raw, p: &mut Raw, filter: &str, options: u8, marker_topic: &str) -> Vec<RxPublish> {
+async fn sub_and_collect(
+    c: &mut Raw,
+    p: &mut Raw,
+    filter: &str,
+    options: u8,
+    marker_topic: &str,
+) -> Vec<RxPublish> {
     c.subscribe(filter, options).await;
     p.publish(marker_topic, b"__marker__", 1).await;
     let mut got = c.until_payload(b"__marker__").await;
@@ -25,13 +31,19 @@ async fn store_and_deliver(version: u8) {
     let got = sub_and_collect(&mut c, &mut p, "ret/a", 1, "ret/a").await;
     assert_eq!(got.len(), 1, "one retained message on subscribe: {got:?}");
     assert_eq!(got[0].payload, b"kept");
-    assert!(got[0].retain, "a message sent because of a new subscription has RETAIN=1");
+    assert!(
+        got[0].retain,
+        "a message sent because of a new subscription has RETAIN=1"
+    );
     // A live retained publish to an established 3.x subscription arrives with RETAIN=0.
     if version < 5 {
         p.publish_retained("ret/a", b"live", 1).await;
         let m = c.next_publish().await;
         assert_eq!(m.payload, b"live");
-        assert!(!m.retain, "established subscription: RETAIN must be 0 [MQTT-3.3.1-9]");
+        assert!(
+            !m.retain,
+            "established subscription: RETAIN must be 0 [MQTT-3.3.1-9]"
+        );
     }
 }
 
@@ -54,13 +66,20 @@ async fn retained_replaced_and_deleted() {
     let mut c = Raw::v5(s.addr, &uid("sub1")).await;
     let got = sub_and_collect(&mut c, &mut p, "ret/r", 1, "ret/r").await;
     let payloads: Vec<_> = got.iter().map(|m| m.payload.clone()).collect();
-    assert_eq!(payloads, vec![b"two".to_vec()], "only the latest retained message is kept");
+    assert_eq!(
+        payloads,
+        vec![b"two".to_vec()],
+        "only the latest retained message is kept"
+    );
 
     // Empty retained payload deletes it.
     p.publish_retained("ret/r", b"", 1).await;
     let mut c2 = Raw::v5(s.addr, &uid("sub2")).await;
     let got = sub_and_collect(&mut c2, &mut p, "ret/r", 1, "ret/r").await;
-    assert!(got.is_empty(), "retained message must be deleted by an empty payload: {got:?}");
+    assert!(
+        got.is_empty(),
+        "retained message must be deleted by an empty payload: {got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +115,10 @@ async fn retain_handling_0_1_2() {
     let got = sub_and_collect(&mut c1, &mut p, "rh/t", 1 | retain_handling(1), "rh/t").await;
     assert_eq!(got.len(), 1, "RH 1, new subscription: {got:?}");
     let got = sub_and_collect(&mut c1, &mut p, "rh/t", 1 | retain_handling(1), "rh/t").await;
-    assert!(got.is_empty(), "RH 1, existing subscription: nothing: {got:?}");
+    assert!(
+        got.is_empty(),
+        "RH 1, existing subscription: nothing: {got:?}"
+    );
 
     // 2: never.
     let mut c2 = Raw::v5(s.addr, &uid("rh2")).await;
@@ -115,9 +137,15 @@ async fn retain_as_published() {
     p.publish_retained("rap/t", b"r", 1).await;
     p.publish("rap/t", b"n", 1).await;
     let (a, b) = (rap.next_publish().await, rap.next_publish().await);
-    assert!(a.retain && !b.retain, "RAP=1 keeps the publisher's RETAIN flag: {a:?} {b:?}");
+    assert!(
+        a.retain && !b.retain,
+        "RAP=1 keeps the publisher's RETAIN flag: {a:?} {b:?}"
+    );
     let (a, b) = (norap.next_publish().await, norap.next_publish().await);
-    assert!(!a.retain && !b.retain, "RAP=0 clears RETAIN on forwarded messages: {a:?} {b:?}");
+    assert!(
+        !a.retain && !b.retain,
+        "RAP=0 clears RETAIN on forwarded messages: {a:?} {b:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,16 +170,31 @@ async fn retained_message_expiry_respected() {
     let mut c = Raw::v5(s.addr, &uid("sub")).await;
     let got = sub_and_collect(&mut c, &mut p, "rexp/#", 1, "rexp/m").await;
     let payloads: Vec<_> = got.iter().map(|m| m.payload.clone()).collect();
-    assert_eq!(payloads, vec![b"long".to_vec()], "expired retained message must not be delivered");
-    let left = got[0].props.u32(prop::MESSAGE_EXPIRY).expect("expiry forwarded");
-    assert!((1..=29).contains(&left), "retained expiry decremented, got {left}");
+    assert_eq!(
+        payloads,
+        vec![b"long".to_vec()],
+        "expired retained message must not be delivered"
+    );
+    let left = got[0]
+        .props
+        .u32(prop::MESSAGE_EXPIRY)
+        .expect("expiry forwarded");
+    assert!(
+        (1..=29).contains(&left),
+        "retained expiry decremented, got {left}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retain_unavailable_is_announced_and_enforced() {
     let s = start_with(|c| c.mqtt.retain_available = false).await;
     let (mut p, ack) = Raw::connect_ok(s.addr, Connect::v5(&uid("pub"))).await;
-    assert_eq!(ack.props.byte(prop::RETAIN_AVAILABLE), Some(0), "CONNACK Retain Available = 0");
-    p.send(&Publish::new("noret/t", b"x").retain(true).encode(true)).await;
+    assert_eq!(
+        ack.props.byte(prop::RETAIN_AVAILABLE),
+        Some(0),
+        "CONNACK Retain Available = 0"
+    );
+    p.send(&Publish::new("noret/t", b"x").retain(true).encode(true))
+        .await;
     p.expect_disconnect(&[0x9A], T).await;
 }

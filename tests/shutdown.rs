@@ -34,10 +34,20 @@ async fn bound(path: &Path, child: &mut Child) -> Bound {
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                let addr = |k: &str| v.get(k).and_then(|a| a.as_str()).and_then(|a| a.parse().ok());
+                let addr = |k: &str| {
+                    v.get(k)
+                        .and_then(|a| a.as_str())
+                        .and_then(|a| a.parse().ok())
+                };
                 if let Some(tcp) = addr("tcp") {
-                    assert!(v.get("tls").is_some(), "bound-addrs file has a \"tls\" key: {text}");
-                    return Bound { tcp, admin: addr("admin") };
+                    assert!(
+                        v.get("tls").is_some(),
+                        "bound-addrs file has a \"tls\" key: {text}"
+                    );
+                    return Bound {
+                        tcp,
+                        admin: addr("admin"),
+                    };
                 }
             }
         }
@@ -75,7 +85,11 @@ async fn sigterm_disconnects_v5_clients_with_0x8b_and_exits_0() {
         .expect("spawn tern");
     let b = bound(&addrs, &mut child).await;
     if let Some(admin) = b.admin {
-        assert_eq!(http_get(admin, "/health").await.0, 200, "binary serves /health");
+        assert_eq!(
+            http_get(admin, "/health").await.0,
+            200,
+            "binary serves /health"
+        );
     }
     let mut v5 = Raw::v5(b.tcp, &uid("sd5")).await;
     let mut v4 = Raw::v4(b.tcp, &uid("sd4")).await;
@@ -92,7 +106,11 @@ async fn sigterm_disconnects_v5_clients_with_0x8b_and_exits_0() {
         .await
         .expect("tern must exit within the grace period after SIGTERM")
         .expect("wait for tern");
-    assert_eq!(status.code(), Some(0), "tern exits 0 after a graceful shutdown");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "tern exits 0 after a graceful shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +135,11 @@ async fn print_default_config_exits_0() {
         .expect("run tern --print-default-config");
     assert!(out.status.success(), "exit status {:?}", out.status);
     let text = String::from_utf8_lossy(&out.stdout);
-    for key in ["max_packet_size", "persistent_client_expiration", "grace_period_secs"] {
+    for key in [
+        "max_packet_size",
+        "persistent_client_expiration",
+        "grace_period_secs",
+    ] {
         assert!(text.contains(key), "default config lacks {key}:\n{text}");
     }
 }
@@ -126,7 +148,11 @@ async fn print_default_config_exits_0() {
 async fn config_file_and_env_overrides_apply() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("tern.toml");
-    std::fs::write(&cfg, "[mqtt]\nmax_keep_alive = 7\ntopic_alias_maximum = 3\n").expect("write config");
+    std::fs::write(
+        &cfg,
+        "[mqtt]\nmax_keep_alive = 7\ntopic_alias_maximum = 3\n",
+    )
+    .expect("write config");
     let addrs = dir.path().join("bound.json");
     let mut child = tern()
         .arg("--config")
@@ -138,8 +164,16 @@ async fn config_file_and_env_overrides_apply() {
         .expect("spawn tern");
     let b = bound(&addrs, &mut child).await;
     let (c, ack) = Raw::connect_ok(b.tcp, Connect::v5(&uid("cfg")).keep_alive(60)).await;
-    assert_eq!(ack.props.u16(prop::SERVER_KEEP_ALIVE), Some(7), "max_keep_alive from the file");
-    assert_eq!(ack.props.u16(prop::TOPIC_ALIAS_MAXIMUM), Some(5), "environment overrides the file");
+    assert_eq!(
+        ack.props.u16(prop::SERVER_KEEP_ALIVE),
+        Some(7),
+        "max_keep_alive from the file"
+    );
+    assert_eq!(
+        ack.props.u16(prop::TOPIC_ALIAS_MAXIMUM),
+        Some(5),
+        "environment overrides the file"
+    );
     c.disconnect().await;
     sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
@@ -156,10 +190,17 @@ async fn invalid_config_is_refused() {
     std::fs::write(&cfg, "[mqtt]\nno_such_key = 1\n").expect("write config");
     let out = tokio::time::timeout(
         Duration::from_secs(20),
-        tern().arg("--config").arg(&cfg).stderr(Stdio::piped()).output(),
+        tern()
+            .arg("--config")
+            .arg(&cfg)
+            .stderr(Stdio::piped())
+            .output(),
     )
     .await
     .expect("tern must exit on a bad config, not serve")
     .expect("run tern");
-    assert!(!out.status.success(), "unknown config key must fail startup");
+    assert!(
+        !out.status.success(),
+        "unknown config key must fail startup"
+    );
 }

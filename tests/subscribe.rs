@@ -9,7 +9,12 @@ use std::collections::{BTreeSet, HashMap};
 
 /// Publishes each topic with its own name as payload, then a marker on
 /// `marker_topic`; returns the topics `sub` received before the marker.
-async fn received_topics(sub: &mut Raw, publisher: &mut Raw, topics: &[&str], marker_topic: &str) -> BTreeSet<String> {
+async fn received_topics(
+    sub: &mut Raw,
+    publisher: &mut Raw,
+    topics: &[&str],
+    marker_topic: &str,
+) -> BTreeSet<String> {
     for t in topics {
         publisher.publish(t, t.as_bytes(), 1).await;
     }
@@ -33,7 +38,13 @@ async fn single_level_wildcard() {
     sub.subscribe("w1/+/c", 1).await;
     sub.subscribe("w1/m", 1).await;
     let mut p = Raw::v5(s.addr, &uid("pub")).await;
-    let got = received_topics(&mut sub, &mut p, &["w1/a/c", "w1/b/c", "w1/a/d", "w1/a/c/d", "w1/c", "w1//c"], "w1/m").await;
+    let got = received_topics(
+        &mut sub,
+        &mut p,
+        &["w1/a/c", "w1/b/c", "w1/a/d", "w1/a/c/d", "w1/c", "w1//c"],
+        "w1/m",
+    )
+    .await;
     assert_eq!(got, set(&["w1/a/c", "w1/b/c", "w1//c"]));
 }
 
@@ -44,8 +55,18 @@ async fn multi_level_wildcard() {
     sub.subscribe("w2/a/#", 1).await;
     sub.subscribe("w2/m", 1).await;
     let mut p = Raw::v4(s.addr, &uid("pub")).await;
-    let got = received_topics(&mut sub, &mut p, &["w2/a", "w2/a/b", "w2/a/b/c", "w2/b", "w2/ab"], "w2/m").await;
-    assert_eq!(got, set(&["w2/a", "w2/a/b", "w2/a/b/c"]), "`a/#` also matches the parent `a`");
+    let got = received_topics(
+        &mut sub,
+        &mut p,
+        &["w2/a", "w2/a/b", "w2/a/b/c", "w2/b", "w2/ab"],
+        "w2/m",
+    )
+    .await;
+    assert_eq!(
+        got,
+        set(&["w2/a", "w2/a/b", "w2/a/b/c"]),
+        "`a/#` also matches the parent `a`"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +82,10 @@ async fn dollar_topics_not_matched_by_leading_wildcards() {
     // `$app/#` does match it.
     assert_eq!(dsub.next_publish().await.topic, "$app/x");
     let got = received_topics(&mut sub, &mut p, &["$app/y", "$app/x"], "dollar/m").await;
-    assert!(got.is_empty(), "`#` and `+/x` must not match `$` topics, got {got:?}");
+    assert!(
+        got.is_empty(),
+        "`#` and `+/x` must not match `$` topics, got {got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,10 +105,16 @@ async fn v5_overlapping_subscriptions_one_delivery_with_all_identifiers() {
     let s = start().await;
     let mut sub = Raw::v5(s.addr, &uid("sub")).await;
     let c1 = sub
-        .subscribe_with(&[("ov5/+", 1)], Props::new().varint(prop::SUBSCRIPTION_ID, 1))
+        .subscribe_with(
+            &[("ov5/+", 1)],
+            Props::new().varint(prop::SUBSCRIPTION_ID, 1),
+        )
         .await;
     let c2 = sub
-        .subscribe_with(&[("ov5/#", 2)], Props::new().varint(prop::SUBSCRIPTION_ID, 2))
+        .subscribe_with(
+            &[("ov5/#", 2)],
+            Props::new().varint(prop::SUBSCRIPTION_ID, 2),
+        )
         .await;
     let c3 = sub.subscribe_with(&[("ov5/m", 1)], Props::new()).await;
     assert_eq!((c1, c2, c3), (vec![1], vec![2], vec![1]));
@@ -93,8 +123,16 @@ async fn v5_overlapping_subscriptions_one_delivery_with_all_identifiers() {
     p.publish("ov5/m", b"marker", 1).await;
     let got = sub.until_payload(b"marker").await;
     let xs: Vec<_> = got.iter().filter(|p| p.payload == b"x").collect();
-    assert_eq!(xs.len(), 1, "exactly one delivery for overlapping subscriptions: {got:?}");
-    assert_eq!(xs[0].props.sub_ids(), vec![1, 2], "every matching Subscription Identifier");
+    assert_eq!(
+        xs.len(),
+        1,
+        "exactly one delivery for overlapping subscriptions: {got:?}"
+    );
+    assert_eq!(
+        xs[0].props.sub_ids(),
+        vec![1, 2],
+        "every matching Subscription Identifier"
+    );
     assert_eq!(xs[0].qos, 2, "delivered at the highest granted QoS");
     // The marker matches `ov5/#` (id 2), `ov5/+` (id 1) and `ov5/m` (no id).
     let m = got.last().expect("marker");
@@ -113,7 +151,11 @@ async fn v311_overlapping_subscriptions_one_delivery_at_highest_qos() {
     p.publish("ov4m", b"marker", 1).await;
     let got = sub.until_payload(b"marker").await;
     let xs: Vec<_> = got.iter().filter(|p| p.payload == b"x").collect();
-    assert_eq!(xs.len(), 1, "one delivery for overlapping subscriptions: {got:?}");
+    assert_eq!(
+        xs.len(),
+        1,
+        "one delivery for overlapping subscriptions: {got:?}"
+    );
     assert_eq!(xs[0].qos, 2, "at the highest granted QoS");
 }
 
@@ -121,16 +163,26 @@ async fn v311_overlapping_subscriptions_one_delivery_at_highest_qos() {
 async fn subscription_identifier_only_on_matching_subscription() {
     let s = start().await;
     let mut sub = Raw::v5(s.addr, &uid("sub")).await;
-    sub.subscribe_with(&[("sid/a", 1)], Props::new().varint(prop::SUBSCRIPTION_ID, 268_435_455))
-        .await;
+    sub.subscribe_with(
+        &[("sid/a", 1)],
+        Props::new().varint(prop::SUBSCRIPTION_ID, 268_435_455),
+    )
+    .await;
     sub.subscribe("sid/b", 1).await;
     let mut p = Raw::v5(s.addr, &uid("pub")).await;
     p.publish("sid/a", b"a", 1).await;
     let a = sub.next_publish().await;
-    assert_eq!(a.props.sub_ids(), vec![268_435_455], "max-value Subscription Identifier echoed");
+    assert_eq!(
+        a.props.sub_ids(),
+        vec![268_435_455],
+        "max-value Subscription Identifier echoed"
+    );
     p.publish("sid/b", b"b", 1).await;
     let b = sub.next_publish().await;
-    assert!(b.props.sub_ids().is_empty(), "no identifier for a subscription without one");
+    assert!(
+        b.props.sub_ids().is_empty(),
+        "no identifier for a subscription without one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,10 +193,18 @@ async fn no_local_suppresses_own_messages() {
     c.subscribe("nl/echo", 1).await; // control: without No Local
     c.publish("nl/t", b"own", 1).await;
     c.publish("nl/echo", b"own-echo", 1).await;
-    assert_eq!(c.next_publish().await.payload, b"own-echo", "own message on No Local topic delivered");
+    assert_eq!(
+        c.next_publish().await.payload,
+        b"own-echo",
+        "own message on No Local topic delivered"
+    );
     let mut other = Raw::v5(s.addr, &uid("other")).await;
     other.publish("nl/t", b"theirs", 1).await;
-    assert_eq!(c.next_publish().await.payload, b"theirs", "others' messages still arrive");
+    assert_eq!(
+        c.next_publish().await.payload,
+        b"theirs",
+        "others' messages still arrive"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +223,8 @@ async fn shared_case(version: u8) {
     let filter = format!("$share/g/{topic}");
     let mut members = Vec::new();
     for i in 0..3 {
-        let (mut m, _) = Raw::connect_ok(s.addr, Connect::new(version, &uid(&format!("m{i}")))).await;
+        let (mut m, _) =
+            Raw::connect_ok(s.addr, Connect::new(version, &uid(&format!("m{i}")))).await;
         m.subscribe(&filter, 1).await;
         members.push(m);
     }
@@ -177,7 +238,11 @@ async fn shared_case(version: u8) {
         p.publish(&topic, format!("{i}").as_bytes(), 1).await;
     }
     p.publish(&topic, b"end", 1).await;
-    assert_eq!(plain.until_payload(b"end").await.len(), n + 1, "plain subscriber gets all");
+    assert_eq!(
+        plain.until_payload(b"end").await.len(),
+        n + 1,
+        "plain subscriber gets all"
+    );
 
     // Drain the members until all n+1 messages are accounted for.
     let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -185,7 +250,10 @@ async fn shared_case(version: u8) {
     let deadline = tokio::time::Instant::now() + T;
     while seen.len() < n + 1 && tokio::time::Instant::now() < deadline {
         for (i, m) in members.iter_mut().enumerate() {
-            while let Some(msg) = m.next_publish_within(std::time::Duration::from_millis(30)).await {
+            while let Some(msg) = m
+                .next_publish_within(std::time::Duration::from_millis(30))
+                .await
+            {
                 *seen.entry(msg.payload).or_default() += 1;
                 per_member[i] += 1;
             }
@@ -193,17 +261,31 @@ async fn shared_case(version: u8) {
     }
     // One more quiet sweep to catch duplicates.
     for (i, m) in members.iter_mut().enumerate() {
-        while let Some(msg) = m.next_publish_within(std::time::Duration::from_millis(200)).await {
+        while let Some(msg) = m
+            .next_publish_within(std::time::Duration::from_millis(200))
+            .await
+        {
             *seen.entry(msg.payload).or_default() += 1;
             per_member[i] += 1;
         }
     }
-    assert_eq!(seen.len(), n + 1, "every message reached the group: {per_member:?}");
+    assert_eq!(
+        seen.len(),
+        n + 1,
+        "every message reached the group: {per_member:?}"
+    );
     let dups: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(dups.is_empty(), "messages delivered to more than one member: {dups:?}");
+    assert!(
+        dups.is_empty(),
+        "messages delivered to more than one member: {dups:?}"
+    );
     assert_eq!(per_member.iter().sum::<usize>(), n + 1);
     // Round robin spreads the load over every member.
     for (i, c) in per_member.iter().enumerate() {
-        assert!(*c >= 5, "member {i} got only {c} of {} messages: {per_member:?}", n + 1);
+        assert!(
+            *c >= 5,
+            "member {i} got only {c} of {} messages: {per_member:?}",
+            n + 1
+        );
     }
 }

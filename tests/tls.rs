@@ -24,7 +24,9 @@ fn pki() -> Pki {
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "Tern Test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Tern Test CA");
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -37,13 +39,21 @@ fn pki() -> Pki {
     params
         .subject_alt_names
         .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-    params.distinguished_name.push(DnType::CommonName, "localhost");
-    let cert = params.signed_by(&key, &ca, &ca_key).expect("sign server cert");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = params
+        .signed_by(&key, &ca, &ca_key)
+        .expect("sign server cert");
 
     let ckey = KeyPair::generate().expect("client key");
     let mut cparams = CertificateParams::new(Vec::<String>::new()).expect("client params");
-    cparams.distinguished_name.push(DnType::CommonName, "tls-client-1");
-    let ccert = cparams.signed_by(&ckey, &ca, &ca_key).expect("sign client cert");
+    cparams
+        .distinguished_name
+        .push(DnType::CommonName, "tls-client-1");
+    let ccert = cparams
+        .signed_by(&ckey, &ca, &ca_key)
+        .expect("sign client cert");
 
     let server_cert = dir.path().join("server.pem");
     let server_key = dir.path().join("server.key");
@@ -63,7 +73,11 @@ fn pki() -> Pki {
 }
 
 async fn tls_server(pki: &Pki, require_client_cert: bool) -> TestServer {
-    let (cert, key, ca) = (pki.server_cert.clone(), pki.server_key.clone(), pki.ca_file.clone());
+    let (cert, key, ca) = (
+        pki.server_cert.clone(),
+        pki.server_key.clone(),
+        pki.ca_file.clone(),
+    );
     start_with(move |c| {
         c.listeners.tls.enabled = true;
         c.listeners.tls.bind = "127.0.0.1:0".parse().expect("addr");
@@ -81,14 +95,18 @@ fn rustls_config(pki: &Pki, client_auth: bool) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     let der = rustls_pki_types_from_pem(&pki.ca_pem);
     roots.add(der).expect("add CA");
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots);
     if client_auth {
         let cert = rustls_pki_types_from_pem(&pki.client_cert_pem);
         let key = key_from_pem(&pki.client_key_pem);
-        builder.with_client_auth_cert(vec![cert], key).expect("client auth cert")
+        builder
+            .with_client_auth_cert(vec![cert], key)
+            .expect("client auth cert")
     } else {
         builder.with_no_client_auth()
     }
@@ -104,7 +122,9 @@ fn rustls_pki_types_from_pem(pem: &str) -> rustls::pki_types::CertificateDer<'st
 }
 
 fn key_from_pem(pem: &str) -> rustls::pki_types::PrivateKeyDer<'static> {
-    rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(pem_body(pem)))
+    rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(pem_body(
+        pem,
+    )))
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -155,12 +175,14 @@ async fn tls_round_trip_with_rumqttc() {
     }));
     let mut c = v4_with_options(o).await;
     c.subscribe("tls/t", rumqttc::QoS::AtLeastOnce).await;
-    c.publish("tls/t", b"secret", rumqttc::QoS::AtLeastOnce, false).await;
+    c.publish("tls/t", b"secret", rumqttc::QoS::AtLeastOnce, false)
+        .await;
     assert_eq!(c.recv().await.payload.as_ref(), b"secret");
     // Cross-listener: a plain TCP subscriber sees TLS publishes.
     let mut plain = Raw::v5(s.addr, &uid("plain")).await;
     plain.subscribe("tls/t", 1).await;
-    c.publish("tls/t", b"to-tcp", rumqttc::QoS::AtLeastOnce, false).await;
+    c.publish("tls/t", b"to-tcp", rumqttc::QoS::AtLeastOnce, false)
+        .await;
     assert_eq!(plain.next_publish().await.payload, b"to-tcp");
 }
 
@@ -185,17 +207,26 @@ async fn plain_tcp_to_tls_port_fails_cleanly() {
     let pki = pki();
     let s = tls_server(&pki, false).await;
     let tls = s.tls.expect("TLS listener");
-    let mut tcp = tokio::net::TcpStream::connect(tls).await.expect("TCP connect to TLS port");
-    let _ = tcp.write_all(&Connect::v4(&uid("plain-on-tls")).encode()).await;
+    let mut tcp = tokio::net::TcpStream::connect(tls)
+        .await
+        .expect("TCP connect to TLS port");
+    let _ = tcp
+        .write_all(&Connect::v4(&uid("plain-on-tls")).encode())
+        .await;
     let mut buf = Vec::new();
     let r = tokio::time::timeout(T, tcp.read_to_end(&mut buf)).await;
-    assert!(r.is_ok(), "the TLS port must close a plain-MQTT connection, not hang");
+    assert!(
+        r.is_ok(),
+        "the TLS port must close a plain-MQTT connection, not hang"
+    );
     assert!(
         buf.first() != Some(&0x20),
         "plain MQTT on the TLS port must not get a CONNACK: {buf:02X?}"
     );
     // The server keeps serving, over TLS and TCP.
-    let mut c = raw_tls(tls, rustls_config(&pki, false)).await.expect("TLS connect after");
+    let mut c = raw_tls(tls, rustls_config(&pki, false))
+        .await
+        .expect("TLS connect after");
     assert_eq!(c.handshake(Connect::v5(&uid("after"))).await.code, 0);
     c.subscribe("after/t", 1).await;
     c.publish("after/t", b"ok", 1).await;
@@ -222,7 +253,9 @@ async fn required_client_certificate() {
     let accepted = without.await.unwrap_or(false);
     assert!(!accepted, "a client without a certificate must be refused");
     // With one signed by the CA: accepted.
-    let mut c = raw_tls(tls, rustls_config(&pki, true)).await.expect("TLS with client cert");
+    let mut c = raw_tls(tls, rustls_config(&pki, true))
+        .await
+        .expect("TLS with client cert");
     assert_eq!(c.handshake(Connect::v5(&uid("withcert"))).await.code, 0);
     c.ping().await;
 }

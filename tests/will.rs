@@ -21,7 +21,10 @@ async fn will_on_socket_drop(version: u8) {
     let (c, _) = Raw::connect_ok(s.addr, c).await;
     c.drop_socket().await;
     let m = o.next_publish().await;
-    assert_eq!((m.topic.as_str(), m.payload.as_slice()), (topic.as_str(), &b"gone"[..]));
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        (topic.as_str(), &b"gone"[..])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +46,9 @@ async fn v31_will_published_on_abnormal_disconnect() {
 async fn will_published_on_keep_alive_timeout() {
     let s = start().await;
     let mut o = observer(&s, "will/ka", 1).await;
-    let c = Connect::v4(&uid("silent")).keep_alive(1).will(Will::new("will/ka", b"timeout"));
+    let c = Connect::v4(&uid("silent"))
+        .keep_alive(1)
+        .will(Will::new("will/ka", b"timeout"));
     let (_silent, _) = Raw::connect_ok(s.addr, c).await; // kept open, never sends again
     let m = o
         .next_publish_within(Duration::from_millis(1500 + 2000))
@@ -63,7 +68,11 @@ async fn no_will_after_normal_disconnect(version: u8) {
     let mut p = Raw::v5(s.addr, &uid("pub")).await;
     p.publish(&topic, b"marker", 1).await;
     let got = o.until_payload(b"marker").await;
-    assert_eq!(got.len(), 1, "will published after a normal DISCONNECT: {got:?}");
+    assert_eq!(
+        got.len(),
+        1,
+        "will published after a normal DISCONNECT: {got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +106,9 @@ async fn v5_will_delay_interval_delays_the_will() {
     let dropped = Instant::now();
     c.drop_socket().await;
     assert!(
-        o.next_publish_within(Duration::from_millis(1500)).await.is_none(),
+        o.next_publish_within(Duration::from_millis(1500))
+            .await
+            .is_none(),
         "will published before its 2 s delay"
     );
     let m = o
@@ -105,7 +116,11 @@ async fn v5_will_delay_interval_delays_the_will() {
         .await
         .expect("will published after its delay");
     assert_eq!(m.payload, b"late");
-    assert!(dropped.elapsed() >= Duration::from_millis(1800), "too early: {:?}", dropped.elapsed());
+    assert!(
+        dropped.elapsed() >= Duration::from_millis(1800),
+        "too early: {:?}",
+        dropped.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,25 +128,35 @@ async fn v5_will_not_published_if_client_reconnects_within_delay() {
     let s = start().await;
     let mut o = observer(&s, "will/back", 1).await;
     let id = uid("comeback");
-    let will = Will::new("will/back", b"should-not-appear").props(Props::new().u32(prop::WILL_DELAY, 2));
+    let will =
+        Will::new("will/back", b"should-not-appear").props(Props::new().u32(prop::WILL_DELAY, 2));
     let (c, _) = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(30).will(will)).await;
     c.drop_socket().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (back, ack) = Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(30)).await;
+    let (back, ack) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(30)).await;
     assert!(ack.session_present);
     // Past the original delay.
     tokio::time::sleep(Duration::from_millis(2800)).await;
     let mut p = Raw::v5(s.addr, &uid("pub")).await;
     p.publish("will/back", b"marker", 1).await;
     let got = o.until_payload(b"marker").await;
-    assert_eq!(got.len(), 1, "will published although the client came back in time: {got:?}");
+    assert_eq!(
+        got.len(),
+        1,
+        "will published although the client came back in time: {got:?}"
+    );
     back.disconnect().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_retain_stores_the_will() {
     let s = start().await;
-    let c = Connect::v4(&uid("wr")).will(Will::new("will/retained", b"last-words").retain(true).qos(1));
+    let c = Connect::v4(&uid("wr")).will(
+        Will::new("will/retained", b"last-words")
+            .retain(true)
+            .qos(1),
+    );
     let (c, _) = Raw::connect_ok(s.addr, c).await;
     let mut o = observer(&s, "will/retained", 1).await;
     c.drop_socket().await;
@@ -171,6 +196,12 @@ async fn v5_will_properties_pass_through() {
     let (c, _) = Raw::connect_ok(s.addr, Connect::v5(&uid("wp")).will(will)).await;
     c.drop_socket().await;
     let m = o.next_publish().await;
-    assert_eq!(m.props.str(prop::CONTENT_TYPE).as_deref(), Some("application/json"));
-    assert_eq!(m.props.pairs(), vec![("why".to_string(), "crash".to_string())]);
+    assert_eq!(
+        m.props.str(prop::CONTENT_TYPE).as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        m.props.pairs(),
+        vec![("why".to_string(), "crash".to_string())]
+    );
 }

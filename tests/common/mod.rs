@@ -20,7 +20,11 @@ pub use raw::{Connect, Packet, Props, Publish, Raw, Recv, RxPublish, Will, T};
 /// A unique client id / topic component.
 pub fn uid(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// An in-process broker on 127.0.0.1, ephemeral ports. Cancelled on drop.
@@ -123,9 +127,13 @@ pub async fn wait_until_sync(within: Duration, what: &str, mut cond: impl FnMut(
 /// A minimal HTTP/1.1 GET: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to admin");
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to admin");
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.expect("write HTTP request");
+        s.write_all(req.as_bytes())
+            .await
+            .expect("write HTTP request");
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.expect("read HTTP response");
         let text = String::from_utf8_lossy(&buf).to_string();
@@ -135,14 +143,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(body)
         } else {
             body.to_string()
         };
         (status, body)
     };
-    tokio::time::timeout(T, fut).await.expect("HTTP GET timed out")
+    tokio::time::timeout(T, fut)
+        .await
+        .expect("HTTP GET timed out")
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -204,7 +217,11 @@ impl Drop for V4 {
 }
 
 /// A connected rumqttc v4 client; `f` adjusts the options.
-pub async fn v4_client(addr: SocketAddr, id: &str, f: impl FnOnce(&mut rumqttc::MqttOptions)) -> V4 {
+pub async fn v4_client(
+    addr: SocketAddr,
+    id: &str,
+    f: impl FnOnce(&mut rumqttc::MqttOptions),
+) -> V4 {
     let mut o = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(30));
     f(&mut o);
@@ -236,12 +253,17 @@ pub async fn v4_with_options(o: rumqttc::MqttOptions) -> V4 {
         stash: Vec::new(),
         task,
     };
-    c.wait("CONNACK", |p| matches!(p, rumqttc::Packet::ConnAck(_))).await;
+    c.wait("CONNACK", |p| matches!(p, rumqttc::Packet::ConnAck(_)))
+        .await;
     c
 }
 
 impl V4 {
-    async fn wait(&mut self, what: &str, pred: impl Fn(&rumqttc::Packet) -> bool) -> rumqttc::Packet {
+    async fn wait(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&rumqttc::Packet) -> bool,
+    ) -> rumqttc::Packet {
         let deadline = Instant::now() + T;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
@@ -254,11 +276,18 @@ impl V4 {
         }
     }
     pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::QoS) {
-        self.client.subscribe(filter, qos).await.expect("rumqttc subscribe");
-        let p = self.wait("SUBACK", |p| matches!(p, rumqttc::Packet::SubAck(_))).await;
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("rumqttc subscribe");
+        let p = self
+            .wait("SUBACK", |p| matches!(p, rumqttc::Packet::SubAck(_)))
+            .await;
         if let rumqttc::Packet::SubAck(s) = p {
             assert!(
-                s.return_codes.iter().all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)),
+                s.return_codes
+                    .iter()
+                    .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)),
                 "subscription to {filter} refused"
             );
         }
@@ -271,12 +300,19 @@ impl V4 {
     }
     /// Next incoming PUBLISH within [`T`].
     pub async fn recv(&mut self) -> rumqttc::Publish {
-        if let Some(i) = self.stash.iter().position(|p| matches!(p, rumqttc::Packet::Publish(_))) {
+        if let Some(i) = self
+            .stash
+            .iter()
+            .position(|p| matches!(p, rumqttc::Packet::Publish(_)))
+        {
             if let rumqttc::Packet::Publish(p) = self.stash.remove(i) {
                 return p;
             }
         }
-        match self.wait("PUBLISH", |p| matches!(p, rumqttc::Packet::Publish(_))).await {
+        match self
+            .wait("PUBLISH", |p| matches!(p, rumqttc::Packet::Publish(_)))
+            .await
+        {
             rumqttc::Packet::Publish(p) => p,
             _ => unreachable!(),
         }
@@ -298,7 +334,11 @@ impl Drop for V5 {
 }
 
 /// A connected rumqttc v5 client; `f` adjusts the options.
-pub async fn v5_client(addr: SocketAddr, id: &str, f: impl FnOnce(&mut rumqttc::v5::MqttOptions)) -> V5 {
+pub async fn v5_client(
+    addr: SocketAddr,
+    id: &str,
+    f: impl FnOnce(&mut rumqttc::v5::MqttOptions),
+) -> V5 {
     let mut o = rumqttc::v5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(30));
     f(&mut o);
@@ -306,7 +346,7 @@ pub async fn v5_client(addr: SocketAddr, id: &str, f: impl FnOnce(&mut rumqttc::
 }
 
 pub async fn v5_with_options(o: rumqttc::v5::MqttOptions) -> V5 {
-    use rumqttc::v5::{Event, mqttbytes::v5::Packet as P};
+    use rumqttc::v5::{mqttbytes::v5::Packet as P, Event};
     let (client, mut el) = rumqttc::v5::AsyncClient::new(o, 100);
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -361,7 +401,10 @@ impl V5 {
     }
     pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::v5::mqttbytes::QoS) {
         use rumqttc::v5::mqttbytes::v5::Packet as P;
-        self.client.subscribe(filter, qos).await.expect("rumqttc v5 subscribe");
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("rumqttc v5 subscribe");
         let p = self.wait("SUBACK", |p| matches!(p, P::SubAck(_))).await;
         if let P::SubAck(s) = p {
             assert!(
@@ -374,7 +417,13 @@ impl V5 {
             );
         }
     }
-    pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: rumqttc::v5::mqttbytes::QoS, retain: bool) {
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: rumqttc::v5::mqttbytes::QoS,
+        retain: bool,
+    ) {
         self.client
             .publish(topic, qos, retain, payload.to_vec())
             .await
@@ -410,7 +459,12 @@ impl Witness {
         let mut raw = Raw::v5(addr, &id).await;
         let topic = format!("witness/{id}");
         raw.subscribe(&topic, 1).await;
-        Witness { raw, topic, n: 0, addr }
+        Witness {
+            raw,
+            topic,
+            n: 0,
+            addr,
+        }
     }
     /// Publish/subscribe round trip; panics if the broker no longer serves.
     pub async fn round_trip(&mut self) {

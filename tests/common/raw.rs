@@ -527,7 +527,12 @@ impl<'a> Reader<'a> {
         Ok(u16::from_be_bytes([self.u8()?, self.u8()?]))
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_be_bytes([self.u8()?, self.u8()?, self.u8()?, self.u8()?]))
+        Ok(u32::from_be_bytes([
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+        ]))
     }
     fn varint(&mut self) -> Result<u32, String> {
         let mut v = 0u32;
@@ -594,7 +599,11 @@ pub fn decode(first: u8, body: &[u8], v5: bool) -> Result<Packet, String> {
         kind::CONNACK => {
             let flags = r.u8()?;
             let code = r.u8()?;
-            let props = if v5 && r.left() > 0 { r.props()? } else { PropList::default() };
+            let props = if v5 && r.left() > 0 {
+                r.props()?
+            } else {
+                PropList::default()
+            };
             Packet::ConnAck {
                 session_present: flags & 1 == 1,
                 code,
@@ -619,20 +628,31 @@ pub fn decode(first: u8, body: &[u8], v5: bool) -> Result<Packet, String> {
         kind::PUBACK | kind::PUBREC | kind::PUBREL | kind::PUBCOMP => {
             let pkid = r.u16()?;
             let reason = if r.left() > 0 { r.u8()? } else { 0 };
-            Packet::Ack { kind: k, pkid, reason }
+            Packet::Ack {
+                kind: k,
+                pkid,
+                reason,
+            }
         }
         kind::SUBACK => {
             let pkid = r.u16()?;
             if v5 {
                 r.props()?;
             }
-            Packet::SubAck { pkid, codes: r.rest() }
+            Packet::SubAck {
+                pkid,
+                codes: r.rest(),
+            }
         }
         kind::UNSUBACK => Packet::UnsubAck { pkid: r.u16()? },
         kind::PINGRESP => Packet::PingResp,
         kind::DISCONNECT => {
             let reason = if r.left() > 0 { r.u8()? } else { 0 };
-            let props = if r.left() > 0 { r.props()? } else { PropList::default() };
+            let props = if r.left() > 0 {
+                r.props()?
+            } else {
+                PropList::default()
+            };
             Packet::Disconnect { reason, props }
         }
         _ => Packet::Other {
@@ -710,7 +730,10 @@ impl Raw {
     pub async fn connect_ok(addr: SocketAddr, c: Connect) -> (Raw, ConnAck) {
         let id = c.client_id.clone();
         let (raw, ack) = Raw::connect(addr, c).await;
-        assert_eq!(ack.code, 0, "CONNACK for {id:?} should be success, got {ack:?}");
+        assert_eq!(
+            ack.code, 0,
+            "CONNACK for {id:?} should be success, got {ack:?}"
+        );
         (raw, ack)
     }
 
@@ -846,7 +869,10 @@ impl Raw {
     pub async fn recv(&mut self) -> Packet {
         match self.recv_within(T).await {
             Recv::Packet(p) => p,
-            other => panic!("{}: expected a packet from the broker, got {other:?}", self.name),
+            other => panic!(
+                "{}: expected a packet from the broker, got {other:?}",
+                self.name
+            ),
         }
     }
 
@@ -895,7 +921,10 @@ impl Raw {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv_within(left).await {
                 Recv::Packet(p) => stash.push(p),
-                Recv::Closed => panic!("{}: broker closed the connection early (after {stash:?})", self.name),
+                Recv::Closed => panic!(
+                    "{}: broker closed the connection early (after {stash:?})",
+                    self.name
+                ),
                 Recv::Timeout => break,
             }
         }
@@ -911,7 +940,9 @@ impl Raw {
                 Recv::Packet(Packet::Publish(p)) => return Some(p),
                 Recv::Packet(Packet::PingResp) => continue,
                 Recv::Packet(other) => panic!("{}: expected PUBLISH, got {other:?}", self.name),
-                Recv::Closed => panic!("{}: connection closed while waiting for PUBLISH", self.name),
+                Recv::Closed => {
+                    panic!("{}: connection closed while waiting for PUBLISH", self.name)
+                }
                 Recv::Timeout => return None,
             }
         }
@@ -946,14 +977,19 @@ impl Raw {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv_within(left).await {
                 Recv::Packet(p) if pred(&p) => break p,
-                Recv::Packet(p @ Packet::Publish(_)) | Recv::Packet(p @ Packet::PingResp) => stash.push(p),
+                Recv::Packet(p @ Packet::Publish(_)) | Recv::Packet(p @ Packet::PingResp) => {
+                    stash.push(p)
+                }
                 // Acks for earlier pipelined QoS 1/2 sends are not errors.
                 Recv::Packet(Packet::Ack {
                     kind: kind::PUBACK | kind::PUBCOMP,
                     ..
                 }) => {}
                 Recv::Packet(p) => panic!("{}: waiting for {what}, got {p:?}", self.name),
-                other => panic!("{}: waiting for {what}, got {other:?} (stashed {stash:?})", self.name),
+                other => panic!(
+                    "{}: waiting for {what}, got {other:?} (stashed {stash:?})",
+                    self.name
+                ),
             }
         };
         // Stashed packets go back in front, in order.
@@ -969,7 +1005,10 @@ impl Raw {
         let v5 = self.v5;
         self.send(&subscribe(v5, pkid, filters, &props)).await;
         match self
-            .wait_for("SUBACK", |p| matches!(p, Packet::SubAck { pkid: id, .. } if *id == pkid))
+            .wait_for(
+                "SUBACK",
+                |p| matches!(p, Packet::SubAck { pkid: id, .. } if *id == pkid),
+            )
             .await
         {
             Packet::SubAck { codes, .. } => codes,
@@ -979,9 +1018,16 @@ impl Raw {
 
     /// SUBSCRIBE one filter; asserts it was granted (any QoS).
     pub async fn subscribe(&mut self, filter: &str, options: u8) -> u8 {
-        let codes = self.subscribe_with(&[(filter, options)], Props::new()).await;
+        let codes = self
+            .subscribe_with(&[(filter, options)], Props::new())
+            .await;
         assert_eq!(codes.len(), 1, "{}: one SUBACK code expected", self.name);
-        assert!(codes[0] < 0x80, "{}: subscription to {filter} refused: {:#04x}", self.name, codes[0]);
+        assert!(
+            codes[0] < 0x80,
+            "{}: subscription to {filter} refused: {:#04x}",
+            self.name,
+            codes[0]
+        );
         codes[0]
     }
 
@@ -990,8 +1036,11 @@ impl Raw {
         let pkid = self.pkid();
         let v5 = self.v5;
         self.send(&unsubscribe(v5, pkid, &[filter])).await;
-        self.wait_for("UNSUBACK", |p| matches!(p, Packet::UnsubAck { pkid: id } if *id == pkid))
-            .await;
+        self.wait_for(
+            "UNSUBACK",
+            |p| matches!(p, Packet::UnsubAck { pkid: id } if *id == pkid),
+        )
+        .await;
     }
 
     /// PUBLISH and complete the QoS handshake; returns the last ack's reason.
@@ -1033,20 +1082,33 @@ impl Raw {
 
     /// PUBLISH `payload` to `topic` at `qos` (not retained) and complete the handshake.
     pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: u8) {
-        let r = self.publish_msg(Publish::new(topic, payload).qos(qos)).await;
-        assert!(r < 0x80, "{}: publish to {topic} refused with {r:#04x}", self.name);
+        let r = self
+            .publish_msg(Publish::new(topic, payload).qos(qos))
+            .await;
+        assert!(
+            r < 0x80,
+            "{}: publish to {topic} refused with {r:#04x}",
+            self.name
+        );
     }
 
     /// A retained PUBLISH.
     pub async fn publish_retained(&mut self, topic: &str, payload: &[u8], qos: u8) {
-        let r = self.publish_msg(Publish::new(topic, payload).qos(qos).retain(true)).await;
-        assert!(r < 0x80, "{}: retained publish to {topic} refused with {r:#04x}", self.name);
+        let r = self
+            .publish_msg(Publish::new(topic, payload).qos(qos).retain(true))
+            .await;
+        assert!(
+            r < 0x80,
+            "{}: retained publish to {topic} refused with {r:#04x}",
+            self.name
+        );
     }
 
     /// PINGREQ and wait for PINGRESP.
     pub async fn ping(&mut self) {
         self.send(&pingreq()).await;
-        self.wait_for("PINGRESP", |p| matches!(p, Packet::PingResp)).await;
+        self.wait_for("PINGRESP", |p| matches!(p, Packet::PingResp))
+            .await;
         // wait_for stashes PINGRESPs it skipped; drop stale ones.
         self.pending.retain(|p| !matches!(p, Packet::PingResp));
     }
