@@ -1,1 +1,161 @@
-fn main() {}
+//! The `tern` binary: parse flags, load configuration, run the server until
+//! SIGTERM or SIGINT, shut down gracefully. Everything else lives in
+//! `tern-broker`.
+
+use clap::Parser;
+use std::error::Error;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tern_broker::config::{Config, ProcessEnv};
+use tern_broker::server::{Server, ServerError};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for configuration errors (bad file, key, value or TLS files).
+const EXIT_CONFIG: u8 = 2;
+
+/// Tern, a native MQTT broker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file; without it the embedded defaults are used.
+    /// Keys can be overridden with TERN_SECTION__KEY=value.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Print the default configuration and exit.
+    #[arg(long, conflicts_with = "check_config")]
+    print_default_config: bool,
+
+    /// Validate the configuration (including TLS files) and exit.
+    #[arg(long)]
+    check_config: bool,
+
+    /// After binding, write the bound addresses as JSON to this file.
+    #[arg(long, value_name = "PATH", env = "TERN_BOUND_ADDRS_FILE")]
+    bound_addrs_file: Option<PathBuf>,
+}
+
+/// An error and its causes on one line.
+fn one_line(err: &dyn Error) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+fn fail(code: u8, what: &str, err: &dyn Error) -> ExitCode {
+    // Keep it to one line even if a message carries newlines.
+    let message = one_line(err).replace('\n', " ");
+    eprintln!("tern: {what}: {message}");
+    ExitCode::from(code)
+}
+
+fn server_exit_code(err: &ServerError) -> u8 {
+    match err {
+        ServerError::Config(_) | ServerError::Tls(_) => EXIT_CONFIG,
+        _ => 1,
+    }
+}
+
+/// Writes `{"tcp":…,"tls":…,"admin":…}` via a temporary file and a rename,
+/// so a reader never sees a partial file.
+fn write_bound_addrs(path: &Path, server: &Server) -> std::io::Result<()> {
+    let show = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+    let json = serde_json::json!({
+        "tcp": show(server.tcp_addr()),
+        "tls": show(server.tls_addr()),
+        "admin": show(server.admin_addr()),
+    });
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, json.to_string())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// SIGTERM and SIGINT, installed before anything binds so a signal sent
+/// as soon as the bound-addresses file appears is not fatal.
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on SIGTERM, SIGINT, or when the server's token is cancelled
+    /// from inside.
+    async fn wait(mut self, server: &Server) {
+        let token = server.shutdown_token();
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+            _ = token.cancelled() => {}
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.print_default_config {
+        print!("{}", Config::default_toml());
+        return ExitCode::SUCCESS;
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = match Config::load(args.config.as_deref(), &ProcessEnv) {
+        Ok(config) => config,
+        Err(e) => return fail(EXIT_CONFIG, "configuration error", &e),
+    };
+    if args.check_config {
+        if config.listeners.tls.enabled {
+            if let Err(e) = tern_broker::tls::acceptor(&config.listeners.tls) {
+                return fail(EXIT_CONFIG, "configuration error", &e);
+            }
+        }
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+
+    let signals = match StopSignals::install() {
+        Ok(signals) => signals,
+        Err(e) => return fail(1, "cannot install signal handlers", &e),
+    };
+    let server = match Server::start(config).await {
+        Ok(server) => server,
+        Err(e) => return fail(server_exit_code(&e), "cannot start", &e),
+    };
+    tracing::info!(
+        tcp = ?server.tcp_addr(),
+        tls = ?server.tls_addr(),
+        admin = ?server.admin_addr(),
+        "tern listening"
+    );
+    if let Some(path) = &args.bound_addrs_file {
+        if let Err(e) = write_bound_addrs(path, &server) {
+            let _ = server.shutdown().await;
+            return fail(1, &format!("cannot write {}", path.display()), &e);
+        }
+    }
+    signals.wait(&server).await;
+    match server.shutdown().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, "shutdown failed", &e),
+    }
+}

@@ -5,6 +5,10 @@
 //! behind its own `RwLock`: a filter with a literal first level reads one
 //! shard, a filter without wildcards is a walk down its own levels (no scan),
 //! and only a filter starting with `+` or `#` visits every shard.
+//!
+//! Topics deeper than [`MAX_TREE_DEPTH`] levels sit in a flat map instead,
+//! scanned for wildcard filters: tree walks recurse once per level, and a
+//! 64 KiB topic can have 65k levels.
 
 #[cfg(test)]
 mod tests;
@@ -16,6 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Default number of shards.
 const DEFAULT_SHARDS: usize = 32;
+
+/// Topics with more levels than this are kept out of the trees.
+pub const MAX_TREE_DEPTH: usize = 64;
 
 /// One topic level; the root of a shard stands for "no level yet".
 struct Node<T> {
@@ -164,6 +171,9 @@ impl<T: Clone> Node<T> {
 /// Retained messages of type `T`, keyed by topic name. Thread-safe through `&self`.
 pub struct RetainedStore<T> {
     shards: Box<[RwLock<Node<T>>]>,
+    /// Topics with more than `max_depth` levels, by topic.
+    deep: RwLock<HashMap<Box<str>, T>>,
+    max_depth: usize,
     hasher: RandomState,
     len: AtomicUsize,
 }
@@ -182,12 +192,27 @@ impl<T: Clone> RetainedStore<T> {
 
     /// An empty store with `shards` (rounded up to a power of two, at least 1) shards.
     pub fn with_shards(shards: usize) -> Self {
+        Self::with_limits(shards, MAX_TREE_DEPTH)
+    }
+
+    /// Like [`Self::with_shards`], keeping topics of more than `max_depth`
+    /// levels (clamped to 1..=[`MAX_TREE_DEPTH`]) out of the trees. Lowering
+    /// it is for tests of the deep-topic path.
+    #[doc(hidden)]
+    pub fn with_limits(shards: usize, max_depth: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         RetainedStore {
             shards: (0..n).map(|_| RwLock::default()).collect(),
+            deep: RwLock::default(),
+            max_depth: max_depth.clamp(1, MAX_TREE_DEPTH),
             hasher: RandomState::new(),
             len: AtomicUsize::new(0),
         }
+    }
+
+    /// True if `topic` is too deep for the trees.
+    fn is_deep(&self, topic: &str) -> bool {
+        topic.bytes().filter(|&b| b == b'/').count() >= self.max_depth
     }
 
     /// The shard of topics whose first level is `first`.
@@ -199,7 +224,9 @@ impl<T: Clone> RetainedStore<T> {
     /// Stores `msg` as the retained message of `topic`, replacing any.
     /// Returns true if the topic had none before.
     pub fn set(&self, topic: &str, msg: T) -> bool {
-        let old = {
+        let old = if self.is_deep(topic) {
+            self.deep.write().insert(topic.into(), msg)
+        } else {
             let mut root = self.shard(split_level(topic).0).write();
             let mut node = &mut *root;
             for level in topic.split('/') {
@@ -221,7 +248,11 @@ impl<T: Clone> RetainedStore<T> {
 
     /// Removes `topic`'s retained message. Returns true if there was one.
     pub fn remove(&self, topic: &str) -> bool {
-        let hit = self.shard(split_level(topic).0).write().remove(topic);
+        let hit = if self.is_deep(topic) {
+            self.deep.write().remove(topic).is_some()
+        } else {
+            self.shard(split_level(topic).0).write().remove(topic)
+        };
         if hit {
             self.len.fetch_sub(1, Relaxed);
         }
@@ -230,6 +261,9 @@ impl<T: Clone> RetainedStore<T> {
 
     /// The retained message of `topic`, if any.
     pub fn get(&self, topic: &str) -> Option<T> {
+        if self.is_deep(topic) {
+            return self.deep.read().get(topic).cloned();
+        }
         let root = self.shard(split_level(topic).0).read();
         let mut node = &*root;
         for level in topic.split('/') {
@@ -259,6 +293,12 @@ impl<T: Clone> RetainedStore<T> {
                 .read()
                 .collect(Some(filter), true, &mut path, out),
         }
+        let deep = self.deep.read();
+        // `topic::matches` is iterative and applies the `$` rule.
+        let hits = deep
+            .iter()
+            .filter(|(t, _)| crate::topic::matches(filter, t));
+        out.extend(hits.map(|(t, m)| (t.to_string(), m.clone())));
     }
 
     /// Removes every entry for which `keep` returns false; returns how many.
@@ -269,6 +309,10 @@ impl<T: Clone> RetainedStore<T> {
         for shard in self.shards.iter() {
             removed += shard.write().retain(true, &mut path, &mut keep);
         }
+        let mut deep = self.deep.write();
+        let before = deep.len();
+        deep.retain(|t, m| keep(t, m));
+        removed += before - deep.len();
         self.len.fetch_sub(removed, Relaxed);
         removed
     }
@@ -287,6 +331,7 @@ impl<T: Clone> RetainedStore<T> {
     /// is gone. For tests and leak diagnostics.
     #[doc(hidden)]
     pub fn node_count(&self) -> usize {
-        self.shards.iter().map(|s| s.read().count()).sum()
+        let trees: usize = self.shards.iter().map(|s| s.read().count()).sum();
+        trees + self.deep.read().len()
     }
 }

@@ -5,12 +5,15 @@
 //! Layout:
 //! - Filters without wildcards (the common case) live in a sharded hash map
 //!   keyed by the whole filter: matching them is one lookup of the topic.
-//! - Filters with a wildcard live in level trees ([`node::Node`]), sharded by
-//!   their first level; filters whose first level is `+` or `#` share one
-//!   extra shard, which a `$` topic never visits (§4.7.2).
+//! - Filters with a wildcard live in level trees, sharded by their first
+//!   level; filters whose first level is `+` or `#` share one extra tree,
+//!   which a `$` topic never visits (§4.7.2).
+//! - Wildcard filters deeper than [`MAX_TREE_DEPTH`] levels sit in a map
+//!   checked filter by filter, so tree recursion stays shallow.
 //!
-//! Matching a topic therefore takes at most three read locks, one after the
-//! other (never nested), and skips shards that hold nothing.
+//! Matching a topic therefore takes at most four read locks, one after the
+//! other (never nested), and skips trees that hold nothing. Shared
+//! subscriptions are stored beside the direct ones of their inner filter.
 
 mod node;
 mod slot;
@@ -23,6 +26,7 @@ use dashmap::DashMap;
 use node::{split_level, Node};
 use parking_lot::RwLock;
 use slot::Slot;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -70,8 +74,17 @@ impl Matches {
 /// Default number of tree shards for filters with a literal first level.
 const DEFAULT_SHARDS: usize = 32;
 
+/// Wildcard filters with more levels than this are kept out of the trees
+/// (tree walks recurse once per level, and a 64 KiB filter can have 65k
+/// levels: a stack overflow on a publish path thread). Real filters are far
+/// shallower; the rare deep ones are checked one by one.
+pub const MAX_TREE_DEPTH: usize = 64;
+
 /// One tree of wildcard filters and how many subscriptions it holds.
+/// Aligned so that read-locking one shard does not bounce the cache line
+/// holding a neighbour's lock word.
 #[derive(Default)]
+#[repr(align(128))]
 struct Shard {
     root: RwLock<Node>,
     /// Lets `matches` skip an empty shard without touching its lock.
@@ -86,6 +99,26 @@ impl Shard {
     }
 }
 
+/// Wildcard filters deeper than the trees allow, by plain filter.
+#[derive(Default)]
+struct Deep {
+    filters: RwLock<HashMap<Box<str>, Slot>>,
+    subs: AtomicUsize,
+}
+
+impl Deep {
+    fn collect(&self, topic: &str, out: &mut Matches) {
+        if self.subs.load(Relaxed) != 0 {
+            for (filter, slot) in self.filters.read().iter() {
+                // `topic::matches` is iterative and applies the `$` rule.
+                if crate::topic::matches(filter, topic) {
+                    slot.collect(out);
+                }
+            }
+        }
+    }
+}
+
 /// The subscription table.
 pub struct SubscriptionTable {
     /// Filters without wildcards, by filter.
@@ -94,6 +127,9 @@ pub struct SubscriptionTable {
     shards: Box<[Shard]>,
     /// Wildcard filters whose first level is `+` or `#`.
     wild: Shard,
+    /// Wildcard filters with more than `max_depth` levels.
+    deep: Deep,
+    max_depth: usize,
     hasher: RandomState,
     len: AtomicUsize,
 }
@@ -113,14 +149,29 @@ impl SubscriptionTable {
     /// An empty table with `shards` (rounded up to a power of two, at least
     /// 1) trees for wildcard filters with a literal first level.
     pub fn with_shards(shards: usize) -> Self {
+        Self::with_limits(shards, MAX_TREE_DEPTH)
+    }
+
+    /// Like [`Self::with_shards`], keeping wildcard filters of more than
+    /// `max_depth` levels (clamped to 1..=[`MAX_TREE_DEPTH`]) out of the trees.
+    /// Lowering it is for tests of the deep-filter path.
+    #[doc(hidden)]
+    pub fn with_limits(shards: usize, max_depth: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         SubscriptionTable {
             exact: DashMap::new(),
             shards: (0..n).map(|_| Shard::default()).collect(),
             wild: Shard::default(),
+            deep: Deep::default(),
+            max_depth: max_depth.clamp(1, MAX_TREE_DEPTH),
             hasher: RandomState::new(),
             len: AtomicUsize::new(0),
         }
+    }
+
+    /// True if wildcard filter `filter` is too deep for the trees.
+    fn is_deep(&self, filter: &str) -> bool {
+        filter.bytes().filter(|&b| b == b'/').count() >= self.max_depth
     }
 
     /// The tree holding `filter`, a plain filter with a wildcard.
@@ -149,6 +200,14 @@ impl SubscriptionTable {
                 let mut slot = self.exact.entry(plain.into()).or_default();
                 slot.insert(group, plain, client, entry)
             }
+        } else if self.is_deep(plain) {
+            let mut filters = self.deep.filters.write();
+            let slot = filters.entry(plain.into()).or_default();
+            let new = slot.insert(group, plain, client, entry);
+            if new {
+                self.deep.subs.fetch_add(1, Relaxed);
+            }
+            new
         } else {
             let shard = self.shard_for_filter(plain);
             let mut root = shard.root.write();
@@ -180,6 +239,19 @@ impl SubscriptionTable {
                 self.exact.remove_if(plain, |_, slot| slot.is_empty());
             }
             hit
+        } else if self.is_deep(plain) {
+            let mut filters = self.deep.filters.write();
+            let Some(slot) = filters.get_mut(plain) else {
+                return false;
+            };
+            let hit = remove(slot);
+            if slot.is_empty() {
+                filters.remove(plain);
+            }
+            if hit {
+                self.deep.subs.fetch_sub(1, Relaxed);
+            }
+            hit
         } else {
             let shard = self.shard_for_filter(plain);
             let hit = shard.root.write().remove(Some(plain), &mut remove);
@@ -205,6 +277,7 @@ impl SubscriptionTable {
         }
         self.shard_for_level(split_level(topic).0)
             .collect(topic, out);
+        self.deep.collect(topic, out);
     }
 
     /// Number of (filter, client) subscriptions.
@@ -228,7 +301,7 @@ impl SubscriptionTable {
             .chain([&self.wild])
             .map(|s| s.root.read().count())
             .sum();
-        self.exact.len() + trees
+        self.exact.len() + trees + self.deep.filters.read().len()
     }
 }
 

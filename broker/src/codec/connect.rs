@@ -39,28 +39,52 @@ pub(crate) fn decode_connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError>
     let will_qos = QoS::from_u8((flags >> 3) & 0x03).ok_or(DecodeError::Malformed("will QoS 3"))?;
     let will_retain = flags & WILL_RETAIN != 0;
     if !will_flag && (will_qos != QoS::AtMostOnce || will_retain) {
-        return Err(DecodeError::Malformed("will QoS or retain without will flag"));
+        return Err(DecodeError::Malformed(
+            "will QoS or retain without will flag",
+        ));
     }
     // 3.x forbids a password without a user name ([MQTT-3.1.2-22]); 5.0 allows it.
     if !v5 && flags & PASSWORD != 0 && flags & USERNAME == 0 {
         return Err(DecodeError::Malformed("password without user name"));
     }
     let keep_alive = r.u16()?;
-    let properties = if v5 { read_properties(r, Ctx::Connect)? } else { Default::default() };
+    let properties = if v5 {
+        read_properties(r, Ctx::Connect)?
+    } else {
+        Default::default()
+    };
     let client_id = r.string()?;
     let will = if will_flag {
-        let properties = if v5 { read_properties(r, Ctx::Will)? } else { Default::default() };
+        let properties = if v5 {
+            read_properties(r, Ctx::Will)?
+        } else {
+            Default::default()
+        };
         let topic = r.string()?;
         if !valid_topic_name(&topic) {
             return Err(DecodeError::TopicNameInvalid);
         }
         let payload = r.binary()?;
-        Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
+        Some(LastWill {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
     } else {
         None
     };
-    let username = if flags & USERNAME != 0 { Some(r.string()?) } else { None };
-    let password = if flags & PASSWORD != 0 { Some(r.binary()?) } else { None };
+    let username = if flags & USERNAME != 0 {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if flags & PASSWORD != 0 {
+        Some(r.binary()?)
+    } else {
+        None
+    };
     r.finish()?;
     Ok(Connect {
         protocol,
@@ -99,11 +123,19 @@ pub(crate) fn connect_sizes(c: &Connect) -> Sizes {
         c.username.as_ref().map_or(0, |u| field_len(u.len())),
         c.password.as_ref().map_or(0, |p| field_len(p.len())),
     ]);
-    Sizes { remaining, props, will_props }
+    Sizes {
+        remaining,
+        props,
+        will_props,
+    }
 }
 
 /// Writes a CONNECT body.
-pub(crate) fn put_connect(out: &mut BytesMut, c: &Connect, sizes: Sizes) -> Result<(), EncodeError> {
+pub(crate) fn put_connect(
+    out: &mut BytesMut,
+    c: &Connect,
+    sizes: Sizes,
+) -> Result<(), EncodeError> {
     let v5 = c.protocol.is_v5();
     put_field(out, c.protocol.name().as_bytes(), "protocol name")?;
     out.put_u8(c.protocol.level());
@@ -154,37 +186,66 @@ fn valid_connack_reason(code: u8) -> bool {
 }
 
 /// Decodes a CONNACK body.
-pub(crate) fn decode_connack(r: &mut Reader<'_>, protocol: Protocol) -> Result<ConnAck, DecodeError> {
+pub(crate) fn decode_connack(
+    r: &mut Reader<'_>,
+    protocol: Protocol,
+) -> Result<ConnAck, DecodeError> {
     let ack_flags = r.u8()?;
     if ack_flags & 0xFE != 0 {
         return Err(DecodeError::Malformed("CONNACK reserved flags set"));
     }
     let session_present = ack_flags & 0x01 != 0;
     let code = r.u8()?;
-    let known = if protocol.is_v5() { valid_connack_reason(code) } else { code <= 5 };
+    let known = if protocol.is_v5() {
+        valid_connack_reason(code)
+    } else {
+        code <= 5
+    };
     if !known {
         return Err(DecodeError::Protocol("unknown CONNACK code"));
     }
     if session_present && code != 0 {
-        return Err(DecodeError::Protocol("session present on a refused connection"));
+        return Err(DecodeError::Protocol(
+            "session present on a refused connection",
+        ));
     }
-    let properties = if protocol.is_v5() { read_properties(r, Ctx::ConnAck)? } else { Default::default() };
+    let properties = if protocol.is_v5() {
+        read_properties(r, Ctx::ConnAck)?
+    } else {
+        Default::default()
+    };
     r.finish()?;
-    Ok(ConnAck { session_present, code, properties })
+    Ok(ConnAck {
+        session_present,
+        code,
+        properties,
+    })
 }
 
 /// Sizes of a CONNACK.
 pub(crate) fn connack_sizes(c: &ConnAck, protocol: Protocol) -> Sizes {
     if protocol.is_v5() {
         let props = properties_len(&c.properties);
-        Sizes { remaining: 2usize.saturating_add(block_len(props)), props, will_props: 0 }
+        Sizes {
+            remaining: 2usize.saturating_add(block_len(props)),
+            props,
+            will_props: 0,
+        }
     } else {
-        Sizes { remaining: 2, ..Sizes::default() }
+        Sizes {
+            remaining: 2,
+            ..Sizes::default()
+        }
     }
 }
 
 /// Writes a CONNACK body.
-pub(crate) fn put_connack(out: &mut BytesMut, c: &ConnAck, protocol: Protocol, sizes: Sizes) -> Result<(), EncodeError> {
+pub(crate) fn put_connack(
+    out: &mut BytesMut,
+    c: &ConnAck,
+    protocol: Protocol,
+    sizes: Sizes,
+) -> Result<(), EncodeError> {
     out.put_u8(u8::from(c.session_present));
     out.put_u8(c.code);
     if protocol.is_v5() {

@@ -30,7 +30,9 @@ fn decode_reasoned(
     if !r.is_empty() {
         reason = r.u8()?;
         if !valid(reason) {
-            return Err(DecodeError::Protocol("reason code not allowed on this packet"));
+            return Err(DecodeError::Protocol(
+                "reason code not allowed on this packet",
+            ));
         }
         if !r.is_empty() {
             properties = read_properties(r, ctx)?;
@@ -41,7 +43,10 @@ fn decode_reasoned(
 }
 
 /// Decodes a DISCONNECT body; in 3.x it must be empty.
-pub(crate) fn decode_disconnect(r: &mut Reader<'_>, protocol: Protocol) -> Result<super::Disconnect, DecodeError> {
+pub(crate) fn decode_disconnect(
+    r: &mut Reader<'_>,
+    protocol: Protocol,
+) -> Result<super::Disconnect, DecodeError> {
     if !protocol.is_v5() {
         r.finish()?;
         return Ok(super::Disconnect::default());
@@ -68,11 +73,20 @@ pub(crate) fn reasoned_sizes(reason: u8, props: &Properties, protocol: Protocol)
         (_, 0) => 1,
         _ => 1usize.saturating_add(block_len(props)),
     };
-    Sizes { remaining, props, will_props: 0 }
+    Sizes {
+        remaining,
+        props,
+        will_props: 0,
+    }
 }
 
 /// Writes a DISCONNECT or AUTH body of the size `reasoned_sizes` chose.
-pub(crate) fn put_reasoned(out: &mut BytesMut, reason: u8, props: &Properties, sizes: Sizes) -> Result<(), EncodeError> {
+pub(crate) fn put_reasoned(
+    out: &mut BytesMut,
+    reason: u8,
+    props: &Properties,
+    sizes: Sizes,
+) -> Result<(), EncodeError> {
     if sizes.remaining > 0 {
         out.put_u8(reason);
     }

@@ -4,6 +4,31 @@
 //! Decoding is incremental: [`decode`] returns `Ok(None)` until a whole
 //! packet is buffered, and rejects an oversize packet as soon as its fixed
 //! header says so, before the body arrives.
+//!
+//! # What decoding checks
+//!
+//! Everything the specifications let a receiver check within one packet;
+//! whatever needs connection state (topic alias ranges, receive maximum,
+//! a second CONNECT, client identifier rules) is the broker's business.
+//! - [`DecodeError::Malformed`]: grammar. Packet type 0, AUTH before 5.0,
+//!   reserved fixed-header flags (3.1 also allows DUP on PUBREL, SUBSCRIBE
+//!   and UNSUBSCRIBE), PUBLISH QoS 3 or DUP on QoS 0, a variable byte
+//!   integer over four bytes or not in its shortest form, fields running
+//!   past the packet, trailing bytes, invalid UTF-8 or U+0000, CONNECT
+//!   flag inconsistencies, a 3.x password without a user name, reserved
+//!   subscription option bits (and, in 3.x, QoS 3), unknown properties.
+//! - [`DecodeError::Protocol`]: a property not allowed on the packet, a
+//!   duplicate, an out-of-range value, authentication data without a
+//!   method, packet identifier 0, a reason code not listed for the packet,
+//!   a 5.0 SUBSCRIBE without filters or with QoS 3 or retain handling 3,
+//!   No Local on a shared subscription, a 5.0 PUBLISH with an empty topic
+//!   and no topic alias, a response topic with wildcards.
+//! - [`DecodeError::TopicNameInvalid`] / [`DecodeError::TopicFilterInvalid`]:
+//!   PUBLISH and will topics, SUBSCRIBE and UNSUBSCRIBE filters, as judged
+//!   by [`crate::topic`].
+//!
+//! Server-to-client packets (CONNACK, SUBACK, UNSUBACK, PINGRESP) decode
+//! too, with the same strictness.
 
 mod connect;
 mod control;
@@ -123,7 +148,10 @@ pub fn decode(
     let header = 1 + len_len;
     let size = header + remaining as usize;
     if size > max_packet_size {
-        return Err(DecodeError::PacketTooLarge { size, max: max_packet_size });
+        return Err(DecodeError::PacketTooLarge {
+            size,
+            max: max_packet_size,
+        });
     }
     if buf.len() < size {
         return Ok(None);
@@ -136,10 +164,10 @@ pub fn decode(
         1 => Packet::Connect(connect::decode_connect(r)?),
         2 => Packet::ConnAck(connect::decode_connack(r, p)?),
         3 => Packet::Publish(publish::decode_publish(byte1, r, p)?),
-        4 => Packet::PubAck(publish::decode_ack(Ack::PubAck, r, p)?),
-        5 => Packet::PubRec(publish::decode_ack(Ack::PubRec, r, p)?),
-        6 => Packet::PubRel(publish::decode_ack(Ack::PubRel, r, p)?),
-        7 => Packet::PubComp(publish::decode_ack(Ack::PubComp, r, p)?),
+        4 => Packet::PubAck(publish::decode_ack(Ack::Puback, r, p)?),
+        5 => Packet::PubRec(publish::decode_ack(Ack::Pubrec, r, p)?),
+        6 => Packet::PubRel(publish::decode_ack(Ack::Pubrel, r, p)?),
+        7 => Packet::PubComp(publish::decode_ack(Ack::Pubcomp, r, p)?),
         8 => Packet::Subscribe(subscribe::decode_subscribe(r, p)?),
         9 => Packet::SubAck(subscribe::decode_suback(r, p)?),
         10 => Packet::Unsubscribe(subscribe::decode_unsubscribe(r, p)?),
@@ -180,11 +208,17 @@ fn check_fixed_flags(byte1: u8, protocol: Protocol) -> Result<(), DecodeError> {
 /// The first byte of the fixed header and the sizes of `packet`, or
 /// `None` if the packet does not exist in `protocol`.
 fn plan(packet: &Packet, protocol: Protocol) -> Option<(u8, Sizes)> {
-    let fixed = |remaining| Sizes { remaining, ..Sizes::default() };
+    let fixed = |remaining| Sizes {
+        remaining,
+        ..Sizes::default()
+    };
     Some(match packet {
         Packet::Connect(c) => (0x10, connect::connect_sizes(c)),
         Packet::ConnAck(c) => (0x20, connect::connack_sizes(c, protocol)),
-        Packet::Publish(p) => (publish::publish_byte1(p), publish::publish_sizes(p, protocol)),
+        Packet::Publish(p) => (
+            publish::publish_byte1(p),
+            publish::publish_sizes(p, protocol),
+        ),
         Packet::PubAck(a) => (0x40, publish::ack_sizes(a, protocol)),
         Packet::PubRec(a) => (0x50, publish::ack_sizes(a, protocol)),
         Packet::PubRel(a) => (0x62, publish::ack_sizes(a, protocol)),
@@ -195,13 +229,25 @@ fn plan(packet: &Packet, protocol: Protocol) -> Option<(u8, Sizes)> {
         Packet::UnsubAck(u) => (0xB0, subscribe::unsuback_sizes(u, protocol)),
         Packet::PingReq => (0xC0, fixed(0)),
         Packet::PingResp => (0xD0, fixed(0)),
-        Packet::Disconnect(d) => (0xE0, control::reasoned_sizes(d.reason, &d.properties, protocol)),
+        Packet::Disconnect(d) => (
+            0xE0,
+            control::reasoned_sizes(d.reason, &d.properties, protocol),
+        ),
         Packet::Auth(_) if !protocol.is_v5() => return None,
-        Packet::Auth(a) => (0xF0, control::reasoned_sizes(a.reason, &a.properties, protocol)),
+        Packet::Auth(a) => (
+            0xF0,
+            control::reasoned_sizes(a.reason, &a.properties, protocol),
+        ),
     })
 }
 
 /// Appends the encoding of `packet` for `protocol` to `out`.
+///
+/// The packet is taken as valid; only what the wire cannot carry fails:
+/// a string or binary field over 65,535 bytes or a subscription identifier
+/// over 268,435,455 ([`EncodeError::FieldTooLong`]), a packet over the
+/// remaining-length limit ([`EncodeError::PacketTooLarge`]), AUTH before
+/// 5.0 ([`EncodeError::NotInProtocol`]).
 ///
 /// Fields that `protocol` lacks are left out (properties and ack reasons
 /// in 3.x); a CONNECT is encoded for its own `protocol` field. 5.0 acks,
@@ -214,14 +260,20 @@ pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result
     }
     let start = out.len();
     out.reserve(total_len(sizes.remaining));
-    let result = put_header(out, byte1, sizes.remaining).and_then(|()| put_body(packet, protocol, out, sizes));
+    let result = put_header(out, byte1, sizes.remaining)
+        .and_then(|()| put_body(packet, protocol, out, sizes));
     if result.is_err() {
         out.truncate(start);
     }
     result
 }
 
-fn put_body(packet: &Packet, protocol: Protocol, out: &mut BytesMut, sizes: Sizes) -> Result<(), EncodeError> {
+fn put_body(
+    packet: &Packet,
+    protocol: Protocol,
+    out: &mut BytesMut,
+    sizes: Sizes,
+) -> Result<(), EncodeError> {
     match packet {
         Packet::Connect(c) => connect::put_connect(out, c, sizes),
         Packet::ConnAck(c) => connect::put_connack(out, c, protocol, sizes),

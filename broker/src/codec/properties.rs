@@ -104,7 +104,10 @@ pub(crate) fn read_properties(r: &mut Reader<'_>, ctx: Ctx) -> Result<Properties
             return Err(DecodeError::Protocol("property not allowed on this packet"));
         }
         match id {
-            0x01 => once(&mut p.payload_format_indicator, flag(&mut r, "payload format indicator")?)?,
+            0x01 => once(
+                &mut p.payload_format_indicator,
+                flag(&mut r, "payload format indicator")?,
+            )?,
             0x02 => once(&mut p.message_expiry_interval, r.u32()?)?,
             0x03 => once(&mut p.content_type, r.string()?)?,
             0x08 => {
@@ -130,13 +133,22 @@ pub(crate) fn read_properties(r: &mut Reader<'_>, ctx: Ctx) -> Result<Properties
             0x13 => once(&mut p.server_keep_alive, r.u16()?)?,
             0x15 => once(&mut p.authentication_method, r.string()?)?,
             0x16 => once(&mut p.authentication_data, r.binary()?)?,
-            0x17 => once(&mut p.request_problem_information, flag(&mut r, "request problem information")?)?,
+            0x17 => once(
+                &mut p.request_problem_information,
+                flag(&mut r, "request problem information")?,
+            )?,
             0x18 => once(&mut p.will_delay_interval, r.u32()?)?,
-            0x19 => once(&mut p.request_response_information, flag(&mut r, "request response information")?)?,
+            0x19 => once(
+                &mut p.request_response_information,
+                flag(&mut r, "request response information")?,
+            )?,
             0x1A => once(&mut p.response_information, r.string()?)?,
             0x1C => once(&mut p.server_reference, r.string()?)?,
             0x1F => once(&mut p.reason_string, r.string()?)?,
-            0x21 => once(&mut p.receive_maximum, nonzero_u16(&mut r, "receive maximum 0")?)?,
+            0x21 => once(
+                &mut p.receive_maximum,
+                nonzero_u16(&mut r, "receive maximum 0")?,
+            )?,
             0x22 => once(&mut p.topic_alias_maximum, r.u16()?)?,
             0x23 => once(&mut p.topic_alias, nonzero_u16(&mut r, "topic alias 0")?)?,
             0x24 => once(&mut p.maximum_qos, flag(&mut r, "maximum QoS")?)?,
@@ -150,9 +162,18 @@ pub(crate) fn read_properties(r: &mut Reader<'_>, ctx: Ctx) -> Result<Properties
                 0 => return Err(DecodeError::Protocol("maximum packet size 0")),
                 v => once(&mut p.maximum_packet_size, v)?,
             },
-            0x28 => once(&mut p.wildcard_subscription_available, flag(&mut r, "wildcard subscription available")?)?,
-            0x29 => once(&mut p.subscription_identifier_available, flag(&mut r, "subscription identifier available")?)?,
-            _ => once(&mut p.shared_subscription_available, flag(&mut r, "shared subscription available")?)?,
+            0x28 => once(
+                &mut p.wildcard_subscription_available,
+                flag(&mut r, "wildcard subscription available")?,
+            )?,
+            0x29 => once(
+                &mut p.subscription_identifier_available,
+                flag(&mut r, "subscription identifier available")?,
+            )?,
+            _ => once(
+                &mut p.shared_subscription_available,
+                flag(&mut r, "shared subscription available")?,
+            )?,
         }
     }
     if p.authentication_data.is_some() && p.authentication_method.is_none() {
@@ -170,11 +191,13 @@ fn byte_len<T>(v: &Option<T>, size: usize) -> usize {
 }
 
 fn str_len(v: &Option<String>) -> usize {
-    v.as_ref().map_or(0, |s| 1usize.saturating_add(field_len(s.len())))
+    v.as_ref()
+        .map_or(0, |s| 1usize.saturating_add(field_len(s.len())))
 }
 
 fn bin_len(v: &Option<Bytes>) -> usize {
-    v.as_ref().map_or(0, |b| 1usize.saturating_add(field_len(b.len())))
+    v.as_ref()
+        .map_or(0, |b| 1usize.saturating_add(field_len(b.len())))
 }
 
 /// The length of the properties themselves, without their length prefix.
@@ -207,14 +230,19 @@ pub(crate) fn properties_len(p: &Properties) -> usize {
     .into_iter()
     .fold(0usize, |acc, s| acc.saturating_add(str_len(s)));
     let binaries = bin_len(&p.correlation_data).saturating_add(bin_len(&p.authentication_data));
-    let sub_ids = p
-        .subscription_identifiers
-        .iter()
-        .fold(0usize, |acc, &id| acc.saturating_add(1 + varint_len(id as usize)));
-    let user = p.user_properties.iter().fold(0usize, |acc, (k, v)| {
-        acc.saturating_add(1).saturating_add(field_len(k.len())).saturating_add(field_len(v.len()))
+    let sub_ids = p.subscription_identifiers.iter().fold(0usize, |acc, &id| {
+        acc.saturating_add(1 + varint_len(id as usize))
     });
-    fixed.saturating_add(strings).saturating_add(binaries).saturating_add(sub_ids).saturating_add(user)
+    let user = p.user_properties.iter().fold(0usize, |acc, (k, v)| {
+        acc.saturating_add(1)
+            .saturating_add(field_len(k.len()))
+            .saturating_add(field_len(v.len()))
+    });
+    fixed
+        .saturating_add(strings)
+        .saturating_add(binaries)
+        .saturating_add(sub_ids)
+        .saturating_add(user)
 }
 
 /// The length of a property block: length prefix plus properties.
@@ -222,7 +250,12 @@ pub(crate) fn block_len(props_len: usize) -> usize {
     varint_len(props_len).saturating_add(props_len)
 }
 
-fn put_str(out: &mut BytesMut, id: u8, v: &Option<String>, what: &'static str) -> Result<(), EncodeError> {
+fn put_str(
+    out: &mut BytesMut,
+    id: u8,
+    v: &Option<String>,
+    what: &'static str,
+) -> Result<(), EncodeError> {
     if let Some(s) = v {
         out.put_u8(id);
         put_field(out, s.as_bytes(), what)?;
@@ -253,7 +286,11 @@ fn put_u32p(out: &mut BytesMut, id: u8, v: Option<u32>) {
 
 /// Writes a property block whose properties take `props_len` bytes (as
 /// computed by [`properties_len`]), in identifier order.
-pub(crate) fn put_properties(out: &mut BytesMut, p: &Properties, props_len: usize) -> Result<(), EncodeError> {
+pub(crate) fn put_properties(
+    out: &mut BytesMut,
+    p: &Properties,
+    props_len: usize,
+) -> Result<(), EncodeError> {
     put_varint(out, props_len, "property length")?;
     put_u8p(out, 0x01, p.payload_format_indicator);
     put_u32p(out, 0x02, p.message_expiry_interval);
@@ -268,7 +305,12 @@ pub(crate) fn put_properties(out: &mut BytesMut, p: &Properties, props_len: usiz
         put_varint(out, id as usize, "subscription identifier")?;
     }
     put_u32p(out, 0x11, p.session_expiry_interval);
-    put_str(out, 0x12, &p.assigned_client_identifier, "assigned client identifier")?;
+    put_str(
+        out,
+        0x12,
+        &p.assigned_client_identifier,
+        "assigned client identifier",
+    )?;
     put_u16p(out, 0x13, p.server_keep_alive);
     put_str(out, 0x15, &p.authentication_method, "authentication method")?;
     if let Some(data) = &p.authentication_data {

@@ -20,11 +20,23 @@ pub(crate) fn publish_flags(byte1: u8) -> Result<(bool, QoS, bool), DecodeError>
 }
 
 /// Decodes a PUBLISH body; `byte1` carries its flags (already checked).
-pub(crate) fn decode_publish(byte1: u8, r: &mut Reader<'_>, protocol: Protocol) -> Result<Publish, DecodeError> {
+pub(crate) fn decode_publish(
+    byte1: u8,
+    r: &mut Reader<'_>,
+    protocol: Protocol,
+) -> Result<Publish, DecodeError> {
     let (dup, qos, retain) = publish_flags(byte1)?;
     let topic = r.string()?;
-    let pkid = if qos == QoS::AtMostOnce { 0 } else { nonzero_pkid(r)? };
-    let properties = if protocol.is_v5() { read_properties(r, Ctx::Publish)? } else { Default::default() };
+    let pkid = if qos == QoS::AtMostOnce {
+        0
+    } else {
+        nonzero_pkid(r)?
+    };
+    let properties = if protocol.is_v5() {
+        read_properties(r, Ctx::Publish)?
+    } else {
+        Default::default()
+    };
     if topic.is_empty() {
         // 5.0: an empty topic stands for the one a Topic Alias maps to.
         if !protocol.is_v5() {
@@ -37,7 +49,15 @@ pub(crate) fn decode_publish(byte1: u8, r: &mut Reader<'_>, protocol: Protocol) 
         return Err(DecodeError::TopicNameInvalid);
     }
     let payload = r.rest_bytes();
-    Ok(Publish { dup, qos, retain, topic, pkid, payload, properties })
+    Ok(Publish {
+        dup,
+        qos,
+        retain,
+        topic,
+        pkid,
+        payload,
+        properties,
+    })
 }
 
 /// A packet identifier, which must be non-zero (§2.2.1).
@@ -55,18 +75,35 @@ pub(crate) fn publish_byte1(p: &Publish) -> u8 {
 
 /// Sizes of a PUBLISH.
 pub(crate) fn publish_sizes(p: &Publish, protocol: Protocol) -> Sizes {
-    let props = if protocol.is_v5() { properties_len(&p.properties) } else { 0 };
+    let props = if protocol.is_v5() {
+        properties_len(&p.properties)
+    } else {
+        0
+    };
     let remaining = sum(&[
         field_len(p.topic.len()),
         if p.qos == QoS::AtMostOnce { 0 } else { 2 },
-        if protocol.is_v5() { block_len(props) } else { 0 },
+        if protocol.is_v5() {
+            block_len(props)
+        } else {
+            0
+        },
         p.payload.len(),
     ]);
-    Sizes { remaining, props, will_props: 0 }
+    Sizes {
+        remaining,
+        props,
+        will_props: 0,
+    }
 }
 
 /// Writes a PUBLISH body.
-pub(crate) fn put_publish(out: &mut BytesMut, p: &Publish, protocol: Protocol, sizes: Sizes) -> Result<(), EncodeError> {
+pub(crate) fn put_publish(
+    out: &mut BytesMut,
+    p: &Publish,
+    protocol: Protocol,
+    sizes: Sizes,
+) -> Result<(), EncodeError> {
     put_field(out, p.topic.as_bytes(), "topic")?;
     if p.qos != QoS::AtMostOnce {
         out.put_u16(p.pkid);
@@ -81,33 +118,45 @@ pub(crate) fn put_publish(out: &mut BytesMut, p: &Publish, protocol: Protocol, s
 /// Which acknowledgement of a PUBLISH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ack {
-    PubAck,
-    PubRec,
-    PubRel,
-    PubComp,
+    Puback,
+    Pubrec,
+    Pubrel,
+    Pubcomp,
 }
 
 impl Ack {
     /// 5.0 reason codes allowed on this packet (§3.4.2.1, §3.5.2.1, ...).
     fn valid_reason(self, code: u8) -> bool {
         match self {
-            Ack::PubAck | Ack::PubRec => {
-                matches!(code, 0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99)
+            Ack::Puback | Ack::Pubrec => {
+                matches!(
+                    code,
+                    0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+                )
             }
-            Ack::PubRel | Ack::PubComp => matches!(code, 0x00 | 0x92),
+            Ack::Pubrel | Ack::Pubcomp => matches!(code, 0x00 | 0x92),
         }
     }
 }
 
 /// Decodes a PUBACK/PUBREC/PUBREL/PUBCOMP body. In 5.0, remaining length 2
 /// means success without properties and 3 a reason without properties.
-pub(crate) fn decode_ack(ack: Ack, r: &mut Reader<'_>, protocol: Protocol) -> Result<PubResp, DecodeError> {
+pub(crate) fn decode_ack(
+    ack: Ack,
+    r: &mut Reader<'_>,
+    protocol: Protocol,
+) -> Result<PubResp, DecodeError> {
     let pkid = nonzero_pkid(r)?;
-    let mut resp = PubResp { pkid, ..PubResp::default() };
+    let mut resp = PubResp {
+        pkid,
+        ..PubResp::default()
+    };
     if protocol.is_v5() && !r.is_empty() {
         resp.reason = r.u8()?;
         if !ack.valid_reason(resp.reason) {
-            return Err(DecodeError::Protocol("reason code not allowed on this packet"));
+            return Err(DecodeError::Protocol(
+                "reason code not allowed on this packet",
+            ));
         }
         if !r.is_empty() {
             resp.properties = read_properties(r, Ctx::PubResp)?;
@@ -120,7 +169,10 @@ pub(crate) fn decode_ack(ack: Ack, r: &mut Reader<'_>, protocol: Protocol) -> Re
 /// Sizes of an acknowledgement, in its shortest 5.0 form.
 pub(crate) fn ack_sizes(a: &PubResp, protocol: Protocol) -> Sizes {
     if !protocol.is_v5() {
-        return Sizes { remaining: 2, ..Sizes::default() };
+        return Sizes {
+            remaining: 2,
+            ..Sizes::default()
+        };
     }
     let props = properties_len(&a.properties);
     let remaining = match (a.reason, props) {
@@ -128,7 +180,11 @@ pub(crate) fn ack_sizes(a: &PubResp, protocol: Protocol) -> Sizes {
         (_, 0) => 3,
         _ => 3usize.saturating_add(block_len(props)),
     };
-    Sizes { remaining, props, will_props: 0 }
+    Sizes {
+        remaining,
+        props,
+        will_props: 0,
+    }
 }
 
 /// Writes an acknowledgement body of the size `ack_sizes` chose.

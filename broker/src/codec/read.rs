@@ -20,7 +20,10 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader over `packet` from `offset` (past the fixed header).
     pub(crate) fn at(packet: &'a Bytes, offset: usize) -> Self {
-        Reader { packet, rest: packet.get(offset..).unwrap_or_default() }
+        Reader {
+            packet,
+            rest: packet.get(offset..).unwrap_or_default(),
+        }
     }
 
     /// True once every byte has been read.
@@ -49,7 +52,10 @@ impl<'a> Reader<'a> {
     /// Splits off a sub-reader over the next `n` bytes.
     pub(crate) fn sub(&mut self, n: usize) -> Result<Reader<'a>, DecodeError> {
         let rest = self.take(n)?;
-        Ok(Reader { packet: self.packet, rest })
+        Ok(Reader {
+            packet: self.packet,
+            rest,
+        })
     }
 
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
@@ -138,7 +144,9 @@ pub(crate) fn parse_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeErr
         }
     }
     if buf.len() >= 4 {
-        Err(DecodeError::Malformed("variable byte integer longer than 4 bytes"))
+        Err(DecodeError::Malformed(
+            "variable byte integer longer than 4 bytes",
+        ))
     } else {
         Ok(None)
     }

@@ -7,7 +7,8 @@ use super::publish::nonzero_pkid;
 use super::read::Reader;
 use super::write::{field_len, put_field, sum, Sizes};
 use super::{
-    DecodeError, EncodeError, Protocol, QoS, SubAck, SubOptions, Subscribe, SubscribeFilter, UnsubAck, Unsubscribe,
+    DecodeError, EncodeError, Protocol, QoS, SubAck, SubOptions, Subscribe, SubscribeFilter,
+    UnsubAck, Unsubscribe,
 };
 use crate::topic::{parse_shared, valid_topic_filter};
 
@@ -26,12 +27,17 @@ fn no_filter(protocol: Protocol) -> DecodeError {
 fn decode_options(byte: u8, protocol: Protocol) -> Result<SubOptions, DecodeError> {
     if !protocol.is_v5() {
         return match byte {
-            0..=2 => Ok(SubOptions { qos: QoS::from_u8(byte).unwrap_or_default(), ..SubOptions::default() }),
+            0..=2 => Ok(SubOptions {
+                qos: QoS::from_u8(byte).unwrap_or_default(),
+                ..SubOptions::default()
+            }),
             _ => Err(DecodeError::Malformed("invalid requested QoS byte")),
         };
     }
     if byte & 0xC0 != 0 {
-        return Err(DecodeError::Malformed("subscription options reserved bits set"));
+        return Err(DecodeError::Malformed(
+            "subscription options reserved bits set",
+        ));
     }
     let qos = QoS::from_u8(byte & 0x03).ok_or(DecodeError::Protocol("subscription QoS 3"))?;
     let retain_handling = (byte >> 4) & 0x03;
@@ -49,15 +55,24 @@ fn decode_options(byte: u8, protocol: Protocol) -> Result<SubOptions, DecodeErro
 fn encode_options(o: &SubOptions, protocol: Protocol) -> u8 {
     let mut byte = o.qos as u8;
     if protocol.is_v5() {
-        byte |= u8::from(o.no_local) << 2 | u8::from(o.retain_as_published) << 3 | (o.retain_handling & 0x03) << 4;
+        byte |= u8::from(o.no_local) << 2
+            | u8::from(o.retain_as_published) << 3
+            | (o.retain_handling & 0x03) << 4;
     }
     byte
 }
 
 /// Decodes a SUBSCRIBE body.
-pub(crate) fn decode_subscribe(r: &mut Reader<'_>, protocol: Protocol) -> Result<Subscribe, DecodeError> {
+pub(crate) fn decode_subscribe(
+    r: &mut Reader<'_>,
+    protocol: Protocol,
+) -> Result<Subscribe, DecodeError> {
     let pkid = nonzero_pkid(r)?;
-    let properties = if protocol.is_v5() { read_properties(r, Ctx::Subscribe)? } else { Default::default() };
+    let properties = if protocol.is_v5() {
+        read_properties(r, Ctx::Subscribe)?
+    } else {
+        Default::default()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string()?;
@@ -73,7 +88,11 @@ pub(crate) fn decode_subscribe(r: &mut Reader<'_>, protocol: Protocol) -> Result
     if filters.is_empty() {
         return Err(no_filter(protocol));
     }
-    Ok(Subscribe { pkid, filters, properties })
+    Ok(Subscribe {
+        pkid,
+        filters,
+        properties,
+    })
 }
 
 fn props_sizes(props: &super::Properties, protocol: Protocol) -> (usize, usize) {
@@ -88,12 +107,23 @@ fn props_sizes(props: &super::Properties, protocol: Protocol) -> (usize, usize) 
 /// Sizes of a SUBSCRIBE.
 pub(crate) fn subscribe_sizes(s: &Subscribe, protocol: Protocol) -> Sizes {
     let (props, block) = props_sizes(&s.properties, protocol);
-    let filters = s.filters.iter().fold(0usize, |acc, f| acc.saturating_add(field_len(f.filter.len()) + 1));
-    Sizes { remaining: sum(&[2, block, filters]), props, will_props: 0 }
+    let filters = s.filters.iter().fold(0usize, |acc, f| {
+        acc.saturating_add(field_len(f.filter.len()) + 1)
+    });
+    Sizes {
+        remaining: sum(&[2, block, filters]),
+        props,
+        will_props: 0,
+    }
 }
 
 /// Writes a SUBSCRIBE body.
-pub(crate) fn put_subscribe(out: &mut BytesMut, s: &Subscribe, protocol: Protocol, sizes: Sizes) -> Result<(), EncodeError> {
+pub(crate) fn put_subscribe(
+    out: &mut BytesMut,
+    s: &Subscribe,
+    protocol: Protocol,
+    sizes: Sizes,
+) -> Result<(), EncodeError> {
     out.put_u16(s.pkid);
     if protocol.is_v5() {
         put_properties(out, &s.properties, sizes.props)?;
@@ -108,7 +138,10 @@ pub(crate) fn put_subscribe(out: &mut BytesMut, s: &Subscribe, protocol: Protoco
 /// SUBACK codes: 3.x return codes (§3.9.3 of 3.1.1) or 5.0 reasons.
 fn valid_suback_code(code: u8, protocol: Protocol) -> bool {
     if protocol.is_v5() {
-        matches!(code, 0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2)
+        matches!(
+            code,
+            0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2
+        )
     } else {
         matches!(code, 0x00..=0x02 | 0x80)
     }
@@ -122,10 +155,14 @@ fn valid_unsuback_reason(code: u8) -> bool {
 fn read_reasons(r: &mut Reader<'_>, valid: impl Fn(u8) -> bool) -> Result<Vec<u8>, DecodeError> {
     let reasons = r.take_rest();
     if reasons.is_empty() {
-        return Err(DecodeError::Protocol("acknowledgement without reason codes"));
+        return Err(DecodeError::Protocol(
+            "acknowledgement without reason codes",
+        ));
     }
     if !reasons.iter().all(|&c| valid(c)) {
-        return Err(DecodeError::Protocol("reason code not allowed on this packet"));
+        return Err(DecodeError::Protocol(
+            "reason code not allowed on this packet",
+        ));
     }
     Ok(reasons.to_vec())
 }
@@ -133,19 +170,36 @@ fn read_reasons(r: &mut Reader<'_>, valid: impl Fn(u8) -> bool) -> Result<Vec<u8
 /// Decodes a SUBACK body.
 pub(crate) fn decode_suback(r: &mut Reader<'_>, protocol: Protocol) -> Result<SubAck, DecodeError> {
     let pkid = nonzero_pkid(r)?;
-    let properties = if protocol.is_v5() { read_properties(r, Ctx::SubAck)? } else { Default::default() };
+    let properties = if protocol.is_v5() {
+        read_properties(r, Ctx::SubAck)?
+    } else {
+        Default::default()
+    };
     let reasons = read_reasons(r, |c| valid_suback_code(c, protocol))?;
-    Ok(SubAck { pkid, reasons, properties })
+    Ok(SubAck {
+        pkid,
+        reasons,
+        properties,
+    })
 }
 
 /// Sizes of a SUBACK.
 pub(crate) fn suback_sizes(s: &SubAck, protocol: Protocol) -> Sizes {
     let (props, block) = props_sizes(&s.properties, protocol);
-    Sizes { remaining: sum(&[2, block, s.reasons.len()]), props, will_props: 0 }
+    Sizes {
+        remaining: sum(&[2, block, s.reasons.len()]),
+        props,
+        will_props: 0,
+    }
 }
 
 /// Writes a SUBACK body.
-pub(crate) fn put_suback(out: &mut BytesMut, s: &SubAck, protocol: Protocol, sizes: Sizes) -> Result<(), EncodeError> {
+pub(crate) fn put_suback(
+    out: &mut BytesMut,
+    s: &SubAck,
+    protocol: Protocol,
+    sizes: Sizes,
+) -> Result<(), EncodeError> {
     out.put_u16(s.pkid);
     if protocol.is_v5() {
         put_properties(out, &s.properties, sizes.props)?;
@@ -155,9 +209,16 @@ pub(crate) fn put_suback(out: &mut BytesMut, s: &SubAck, protocol: Protocol, siz
 }
 
 /// Decodes an UNSUBSCRIBE body.
-pub(crate) fn decode_unsubscribe(r: &mut Reader<'_>, protocol: Protocol) -> Result<Unsubscribe, DecodeError> {
+pub(crate) fn decode_unsubscribe(
+    r: &mut Reader<'_>,
+    protocol: Protocol,
+) -> Result<Unsubscribe, DecodeError> {
     let pkid = nonzero_pkid(r)?;
-    let properties = if protocol.is_v5() { read_properties(r, Ctx::Unsubscribe)? } else { Default::default() };
+    let properties = if protocol.is_v5() {
+        read_properties(r, Ctx::Unsubscribe)?
+    } else {
+        Default::default()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string()?;
@@ -169,14 +230,25 @@ pub(crate) fn decode_unsubscribe(r: &mut Reader<'_>, protocol: Protocol) -> Resu
     if filters.is_empty() {
         return Err(no_filter(protocol));
     }
-    Ok(Unsubscribe { pkid, filters, properties })
+    Ok(Unsubscribe {
+        pkid,
+        filters,
+        properties,
+    })
 }
 
 /// Sizes of an UNSUBSCRIBE.
 pub(crate) fn unsubscribe_sizes(u: &Unsubscribe, protocol: Protocol) -> Sizes {
     let (props, block) = props_sizes(&u.properties, protocol);
-    let filters = u.filters.iter().fold(0usize, |acc, f| acc.saturating_add(field_len(f.len())));
-    Sizes { remaining: sum(&[2, block, filters]), props, will_props: 0 }
+    let filters = u
+        .filters
+        .iter()
+        .fold(0usize, |acc, f| acc.saturating_add(field_len(f.len())));
+    Sizes {
+        remaining: sum(&[2, block, filters]),
+        props,
+        will_props: 0,
+    }
 }
 
 /// Writes an UNSUBSCRIBE body.
@@ -197,28 +269,51 @@ pub(crate) fn put_unsubscribe(
 }
 
 /// Decodes an UNSUBACK body: 3.x carries only the packet identifier.
-pub(crate) fn decode_unsuback(r: &mut Reader<'_>, protocol: Protocol) -> Result<UnsubAck, DecodeError> {
+pub(crate) fn decode_unsuback(
+    r: &mut Reader<'_>,
+    protocol: Protocol,
+) -> Result<UnsubAck, DecodeError> {
     let pkid = nonzero_pkid(r)?;
     if !protocol.is_v5() {
         r.finish()?;
-        return Ok(UnsubAck { pkid, reasons: Vec::new(), properties: Default::default() });
+        return Ok(UnsubAck {
+            pkid,
+            reasons: Vec::new(),
+            properties: Default::default(),
+        });
     }
     let properties = read_properties(r, Ctx::UnsubAck)?;
     let reasons = read_reasons(r, valid_unsuback_reason)?;
-    Ok(UnsubAck { pkid, reasons, properties })
+    Ok(UnsubAck {
+        pkid,
+        reasons,
+        properties,
+    })
 }
 
 /// Sizes of an UNSUBACK.
 pub(crate) fn unsuback_sizes(u: &UnsubAck, protocol: Protocol) -> Sizes {
     if !protocol.is_v5() {
-        return Sizes { remaining: 2, ..Sizes::default() };
+        return Sizes {
+            remaining: 2,
+            ..Sizes::default()
+        };
     }
     let (props, block) = props_sizes(&u.properties, protocol);
-    Sizes { remaining: sum(&[2, block, u.reasons.len()]), props, will_props: 0 }
+    Sizes {
+        remaining: sum(&[2, block, u.reasons.len()]),
+        props,
+        will_props: 0,
+    }
 }
 
 /// Writes an UNSUBACK body.
-pub(crate) fn put_unsuback(out: &mut BytesMut, u: &UnsubAck, protocol: Protocol, sizes: Sizes) -> Result<(), EncodeError> {
+pub(crate) fn put_unsuback(
+    out: &mut BytesMut,
+    u: &UnsubAck,
+    protocol: Protocol,
+    sizes: Sizes,
+) -> Result<(), EncodeError> {
     out.put_u16(u.pkid);
     if protocol.is_v5() {
         put_properties(out, &u.properties, sizes.props)?;

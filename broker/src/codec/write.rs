@@ -23,7 +23,11 @@ pub(crate) fn field_len(len: usize) -> usize {
 }
 
 /// Writes a variable byte integer; `what` names the field on error.
-pub(crate) fn put_varint(out: &mut BytesMut, value: usize, what: &'static str) -> Result<(), EncodeError> {
+pub(crate) fn put_varint(
+    out: &mut BytesMut,
+    value: usize,
+    what: &'static str,
+) -> Result<(), EncodeError> {
     if value > VARINT_MAX as usize {
         return Err(EncodeError::FieldTooLong(what));
     }
@@ -40,7 +44,11 @@ pub(crate) fn put_varint(out: &mut BytesMut, value: usize, what: &'static str) -
 }
 
 /// Writes two-byte length-prefixed data (a string's bytes or binary data).
-pub(crate) fn put_field(out: &mut BytesMut, data: &[u8], what: &'static str) -> Result<(), EncodeError> {
+pub(crate) fn put_field(
+    out: &mut BytesMut,
+    data: &[u8],
+    what: &'static str,
+) -> Result<(), EncodeError> {
     let len = u16::try_from(data.len()).map_err(|_| EncodeError::FieldTooLong(what))?;
     out.put_u16(len);
     out.put_slice(data);
@@ -48,7 +56,11 @@ pub(crate) fn put_field(out: &mut BytesMut, data: &[u8], what: &'static str) -> 
 }
 
 /// Writes the fixed header: first byte and remaining length.
-pub(crate) fn put_header(out: &mut BytesMut, byte1: u8, remaining: usize) -> Result<(), EncodeError> {
+pub(crate) fn put_header(
+    out: &mut BytesMut,
+    byte1: u8,
+    remaining: usize,
+) -> Result<(), EncodeError> {
     if remaining > VARINT_MAX as usize {
         return Err(EncodeError::PacketTooLarge);
     }

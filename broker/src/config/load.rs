@@ -374,7 +374,8 @@ fn build(file: Table, overrides: &[EnvOverride]) -> Result<Config, ConfigError> 
             Err(err) => err,
         };
         let path = err.path().to_string();
-        let message = err.into_inner().to_string();
+        // `message()` leaves out the "in `key`" suffix toml appends.
+        let message = err.into_inner().message().trim().to_string();
         // serde_path_to_error's path already ends with an unknown field's
         // name; add it only if a future version stops doing so.
         let (key, unknown) = match unknown_field(&message) {

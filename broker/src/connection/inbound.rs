@@ -2,6 +2,7 @@
 //! directions, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT, AUTH.
 
 use super::{Close, Conn};
+use crate::auth::BoxFuture;
 use crate::broker::CloseKind;
 use crate::codec::{reason, Packet, Properties, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe};
 use crate::session::{Delivery, Message, PubRecOutcome};
@@ -18,42 +19,67 @@ fn ack(pkid: u16, reason: u8) -> PubResp {
     }
 }
 
+/// An acknowledgement that waits for remote nodes to hold a message.
+pub(super) struct Pending {
+    /// Completes once every target node holds the message.
+    pub remote: BoxFuture<'static, ()>,
+    /// Then a PUBREC (QoS 2) or PUBACK (QoS 1) is sent.
+    pub qos2: bool,
+    /// Its packet id.
+    pub pkid: u16,
+    /// Its reason code.
+    pub reason: u8,
+}
+
+impl Pending {
+    /// The acknowledgement to send once `remote` completes.
+    pub(super) fn ack(&self) -> Packet {
+        let a = ack(self.pkid, self.reason);
+        if self.qos2 {
+            Packet::PubRec(a)
+        } else {
+            Packet::PubAck(a)
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
-    pub(super) async fn handle(&mut self, p: Packet) -> Result<(), Close> {
+    /// Handles one packet. Synchronous on purpose: no packet lives across an
+    /// `.await`, which keeps every connection's future small; the one wait
+    /// (remote acknowledgement of a QoS 1/2 forward) is returned as [`Pending`].
+    pub(super) fn handle(&mut self, p: Packet) -> Result<Option<Pending>, Close> {
         match p {
-            Packet::Publish(p) => self.on_publish(p).await,
+            Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
                 if self.cell.state.lock().data.puback(a.pkid) {
                     self.cell.notify.notify_one();
                 }
-                Ok(())
+                Ok(None)
             }
             Packet::PubRec(a) => {
                 let outcome = self.cell.state.lock().data.pubrec(a.pkid, a.reason);
                 match outcome {
-                    PubRecOutcome::Release => self.send(&Packet::PubRel(ack(a.pkid, 0))),
-                    PubRecOutcome::Refused => {
-                        self.cell.notify.notify_one();
-                        Ok(())
-                    }
-                    PubRecOutcome::Unknown => self.send(&Packet::PubRel(ack(a.pkid, reason::PACKET_IDENTIFIER_NOT_FOUND))),
+                    PubRecOutcome::Release => self.send(&Packet::PubRel(ack(a.pkid, 0)))?,
+                    PubRecOutcome::Refused => self.cell.notify.notify_one(),
+                    PubRecOutcome::Unknown => self.send(&Packet::PubRel(ack(a.pkid, reason::PACKET_IDENTIFIER_NOT_FOUND)))?,
                 }
+                Ok(None)
             }
             Packet::PubRel(a) => {
                 let known = self.cell.state.lock().data.incoming_qos2.remove(&a.pkid);
                 let code = if known { 0 } else { reason::PACKET_IDENTIFIER_NOT_FOUND };
-                self.send(&Packet::PubComp(ack(a.pkid, code)))
+                self.send(&Packet::PubComp(ack(a.pkid, code))).map(|()| None)
             }
             Packet::PubComp(a) => {
                 if self.cell.state.lock().data.pubcomp(a.pkid) {
                     self.cell.notify.notify_one();
                 }
-                Ok(())
+                Ok(None)
             }
-            Packet::Subscribe(s) => self.on_subscribe(s),
-            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
-            Packet::PingReq => self.send(&Packet::PingResp),
-            Packet::Disconnect(d) => self.on_disconnect(d.reason, &d.properties),
+            Packet::Subscribe(s) => self.on_subscribe(s).map(|()| None),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u).map(|()| None),
+            Packet::PingReq => self.send(&Packet::PingResp).map(|()| None),
+            Packet::Disconnect(d) => self.on_disconnect(d.reason, &d.properties).map(|()| None),
             // No enhanced-authentication method is ever accepted, so AUTH
             // after CONNECT is always out of place.
             Packet::Auth(_) => Err(Close::protocol(reason::PROTOCOL_ERROR, "AUTH without an authentication method")),
@@ -87,7 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         Ok(topic)
     }
 
-    async fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
+    fn on_publish(&mut self, mut p: Publish) -> Result<Option<Pending>, Close> {
         self.broker.metrics().messages_in.inc();
         let topic = self.resolve_topic(&mut p)?;
         if !topic::valid_topic_name(&topic) {
@@ -99,9 +125,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
             // §3.3.2.3.2: the payload claims to be UTF-8 and is not.
             return match p.qos {
-                QoS::AtMostOnce => Ok(()),
-                QoS::AtLeastOnce => self.send(&Packet::PubAck(ack(p.pkid, reason::PAYLOAD_FORMAT_INVALID))),
-                QoS::ExactlyOnce => self.send(&Packet::PubRec(ack(p.pkid, reason::PAYLOAD_FORMAT_INVALID))),
+                QoS::AtMostOnce => Ok(None),
+                QoS::AtLeastOnce => self.send(&Packet::PubAck(ack(p.pkid, reason::PAYLOAD_FORMAT_INVALID))).map(|()| None),
+                QoS::ExactlyOnce => self.send(&Packet::PubRec(ack(p.pkid, reason::PAYLOAD_FORMAT_INVALID))).map(|()| None),
             };
         }
         let mut msg = Message::new(topic, p.payload, p.qos, p.retain, &p.properties);
@@ -110,14 +136,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         match p.qos {
             QoS::AtMostOnce => {
                 self.broker.publish(msg);
-                Ok(())
+                Ok(None)
             }
             QoS::AtLeastOnce => {
                 let (n, remote) = self.broker.publish(msg);
-                if let Some(f) = remote {
-                    f.await;
-                }
-                self.send(&Packet::PubAck(ack(p.pkid, self.delivered_code(n))))
+                self.ack_after(remote, false, p.pkid, self.delivered_code(n))
             }
             QoS::ExactlyOnce => {
                 let fresh = {
@@ -130,17 +153,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 };
                 // A repeated PUBLISH before PUBREL is answered, never re-routed:
                 // that is what makes QoS 2 exactly once.
-                let code = if fresh {
-                    let (n, remote) = self.broker.publish(msg);
-                    if let Some(f) = remote {
-                        f.await;
-                    }
-                    self.delivered_code(n)
-                } else {
-                    0
-                };
-                self.send(&Packet::PubRec(ack(p.pkid, code)))
+                if !fresh {
+                    return self.send(&Packet::PubRec(ack(p.pkid, 0))).map(|()| None);
+                }
+                let (n, remote) = self.broker.publish(msg);
+                self.ack_after(remote, true, p.pkid, self.delivered_code(n))
             }
+        }
+    }
+
+    /// Sends `ack` now, or after the remote nodes hold the message.
+    fn ack_after(
+        &mut self,
+        remote: Option<BoxFuture<'static, ()>>,
+        qos2: bool,
+        pkid: u16,
+        reason: u8,
+    ) -> Result<Option<Pending>, Close> {
+        let mut pending = Pending {
+            remote: Box::pin(std::future::ready(())),
+            qos2,
+            pkid,
+            reason,
+        };
+        match remote {
+            Some(remote) => {
+                pending.remote = remote;
+                Ok(Some(pending))
+            }
+            None => self.send(&pending.ack()).map(|()| None),
         }
     }
 

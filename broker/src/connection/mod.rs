@@ -89,28 +89,53 @@ pub(crate) struct Conn<S> {
     read_hint: usize,
 }
 
-async fn run<S>(mut io: S, info: ConnInfo, broker: Arc<Broker>, shutdown: CancellationToken)
+async fn run<S>(io: S, info: ConnInfo, broker: Arc<Broker>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Boxed and dropped once done, so that the long-lived task holds only
+    // `Conn` and the loop's state: idle connections stay small.
+    let Some((mut conn, keep_alive, kicked)) = Box::pin(establish(io, info, broker, &shutdown)).await else {
+        return;
+    };
+    let metrics = conn.broker.metrics().clone();
+    metrics.connections.inc();
+    metrics.connections_total.inc();
+    conn.resend_inflight();
+    let close = conn.serve_loop(keep_alive, &kicked, &shutdown).await;
+    Box::pin(conn.finish(close)).await;
+    metrics.connections.dec();
+}
+
+/// Reads CONNECT, runs the handshake and queues CONNACK. Returns the
+/// connection with its keep-alive and takeover token, or `None` if it was
+/// refused (and answered) or abandoned.
+async fn establish<S>(
+    mut io: S,
+    info: ConnInfo,
+    broker: Arc<Broker>,
+    shutdown: &CancellationToken,
+) -> Option<(Conn<S>, u16, CancellationToken)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let max_in = broker.config().mqtt.max_packet_size as usize;
     let mut rbuf = BytesMut::new();
-    let connect = tokio::select! {
+    let (connect, read) = tokio::select! {
         r = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut io, &mut rbuf, max_in)) => match r {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 refuse_undecodable(&mut io, &rbuf, &e, &broker).await;
-                return;
+                return None;
             }
             Err(_) => {
                 tracing::debug!("no CONNECT within {CONNECT_TIMEOUT:?}, closing");
-                return;
+                return None;
             }
         },
-        _ = shutdown.cancelled() => return,
+        _ = shutdown.cancelled() => return None,
     };
-    broker.metrics().bytes_in.inc_by(connect.1);
-    let connect = connect.0;
+    broker.metrics().bytes_in.inc_by(read);
     let protocol = connect.protocol;
     let accepted = match handshake::accept(connect, &info, &broker).await {
         Ok(a) => a,
@@ -126,12 +151,12 @@ where
             if codec::encode(&Packet::ConnAck(ack), protocol, &mut w).is_ok() {
                 let _ = tokio::time::timeout(FLUSH_TIMEOUT, io.write_all(&w)).await;
             }
-            return;
+            return None;
         }
     };
     tracing::Span::current().record("client_id", &*accepted.client_id);
+    tracing::debug!(session_present = accepted.connack.session_present, keep_alive = accepted.keep_alive, "connected");
     let kicked = accepted.attached.kicked.clone();
-    let keep_alive = accepted.keep_alive;
     let mut conn = Conn {
         io,
         rbuf,
@@ -150,19 +175,11 @@ where
         read_hint: READ_MIN,
         broker,
     };
-    let metrics = conn.broker.metrics().clone();
-    metrics.connections.inc();
-    metrics.connections_total.inc();
-    tracing::debug!(session_present = accepted.connack.session_present, keep_alive, "connected");
-    let close = match conn.send(&Packet::ConnAck(accepted.connack)) {
-        Ok(()) => {
-            conn.resend_inflight();
-            conn.serve_loop(keep_alive, &kicked, &shutdown).await
-        }
-        Err(c) => c,
-    };
-    conn.finish(close).await;
-    metrics.connections.dec();
+    if let Err(close) = conn.send(&Packet::ConnAck(accepted.connack)) {
+        Box::pin(conn.finish(close)).await;
+        return None;
+    }
+    Some((conn, accepted.keep_alive, kicked))
 }
 
 /// Reads until a whole first packet is decoded; returns it with the bytes read.
@@ -272,7 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         if let Some(ka) = ka {
                             ka_sleep.as_mut().reset(Instant::now() + ka);
                         }
-                        if let Err(close) = self.process_input().await {
+                        if let Err(close) = self.process_all_input().await {
                             return close;
                         }
                         if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
@@ -288,12 +305,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
     }
 
-    /// Decodes and handles every complete packet in the read buffer.
-    async fn process_input(&mut self) -> Result<(), Close> {
+    /// Decodes and handles complete packets in the read buffer until it
+    /// holds no whole packet, or one needs to wait for remote nodes.
+    /// Synchronous, so that decoded packets never live in the task's future.
+    fn process_input(&mut self) -> Result<Option<inbound::Pending>, Close> {
         loop {
             match codec::decode(&mut self.rbuf, Some(self.protocol), self.max_in_packet) {
-                Ok(Some(p)) => self.handle(p).await?,
-                Ok(None) => return Ok(()),
+                Ok(Some(p)) => {
+                    if let Some(pending) = self.handle(p)? {
+                        return Ok(Some(pending));
+                    }
+                }
+                Ok(None) => return Ok(None),
                 Err(e) => {
                     self.broker.metrics().protocol_errors.inc();
                     tracing::info!(error = %e, "bad packet, disconnecting");
@@ -301,6 +324,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 }
             }
         }
+    }
+
+    /// Processes input, waiting on remote acknowledgements in order.
+    async fn process_all_input(&mut self) -> Result<(), Close> {
+        while let Some(mut pending) = self.process_input()? {
+            (&mut pending.remote).await;
+            self.send(&pending.ack())?;
+        }
+        Ok(())
     }
 
     /// Ends the connection: a last DISCONNECT (5.0), a bounded flush, and
@@ -352,5 +384,24 @@ mod tests {
         assert_eq!(sniff_level(&c), Some(5));
         assert_eq!(sniff_level(&c[..5]), None);
         assert_eq!(sniff_level(&[0x10, 0xff]), None);
+    }
+}
+#[cfg(test)]
+mod size_guard {
+    /// An idle connection's memory is dominated by its task's future: keep
+    /// the long-lived part small (the handshake phase is boxed and freed).
+    #[tokio::test]
+    async fn idle_connection_future_stays_small() {
+        let cfg = std::sync::Arc::new(crate::config::Config::default());
+        let b = crate::broker::Broker::new(cfg, crate::metrics::Metrics::default());
+        let (a, _z) = tokio::io::duplex(64);
+        let info = super::ConnInfo {
+            peer: ([127, 0, 0, 1], 1).into(),
+            listener: "tcp",
+            cert_cn: None,
+        };
+        let f = super::serve(a, info, b, Default::default());
+        let size = std::mem::size_of_val(&f);
+        assert!(size <= 2048, "connection future grew to {size} bytes");
     }
 }

@@ -90,6 +90,24 @@ fn retain_where_prunes() {
 }
 
 #[test]
+fn very_deep_topics() {
+    // 30k levels: would overflow a 2 MiB thread stack if the trees held them.
+    let deep = format!("{}z", "a/".repeat(30_000));
+    let s = store_of(&[&deep, "a/b"]);
+    assert_eq!(s.get(&deep), Some(0));
+    assert_eq!(matching(&s, &deep), vec![deep.clone()]);
+    assert_eq!(matching(&s, "a/#"), [deep.clone(), "a/b".into()]);
+    assert_eq!(
+        matching(&s, &format!("+/{}", &deep[2..])),
+        vec![deep.clone()]
+    );
+    assert_eq!(matching(&s, "a/+"), ["a/b"]);
+    assert_eq!(s.retain_where(|t, _| t != "a/b"), 1);
+    assert!(s.remove(&deep));
+    assert_eq!((s.len(), s.node_count()), (0, 0));
+}
+
+#[test]
 fn concurrent_use() {
     let s = RetainedStore::with_shards(4);
     std::thread::scope(|scope| {
@@ -147,8 +165,9 @@ proptest! {
     fn matching_agrees_with_scan(
         ops in prop::collection::vec((topic_strategy(), any::<bool>()), 0..60),
         filters in prop::collection::vec(filter_strategy(), 1..20),
+        depth in prop::sample::select(vec![1, 2, MAX_TREE_DEPTH]),
     ) {
-        let s = RetainedStore::with_shards(2);
+        let s = RetainedStore::with_limits(2, depth);
         let mut model = std::collections::HashMap::new();
         for (i, (t, set)) in ops.into_iter().enumerate() {
             if set {

@@ -175,14 +175,16 @@ impl<H: Handler> Listener<H> {
         let Some(acceptor) = &self.tls else {
             return self.handler.handle(stream, info(None), token).await;
         };
+        // Boxed so that plain-TCP connection tasks do not carry the size of
+        // the TLS state machines: it keeps idle connections small.
         let handshake = tokio::select! {
             _ = token.cancelled() => return,
-            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+            r = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))) => r,
         };
         match handshake {
             Ok(Ok(tls)) => {
                 let cn = crate::tls::peer_common_name(tls.get_ref().1);
-                self.handler.handle(tls, info(cn), token).await;
+                Box::pin(self.handler.handle(tls, info(cn), token)).await;
             }
             Ok(Err(e)) => debug!(listener = self.name, %peer, error = %e, "TLS handshake failed"),
             Err(_) => debug!(listener = self.name, %peer, "TLS handshake timed out"),

@@ -1,8 +1,7 @@
 use super::*;
+
+mod properties;
 use crate::codec::QoS;
-use crate::topic;
-use proptest::prelude::*;
-use std::collections::{BTreeMap, HashMap};
 
 fn cid(s: &str) -> ClientId {
     Arc::from(s)
@@ -230,6 +229,35 @@ fn large_fan_out() {
 }
 
 #[test]
+fn very_deep_filters_and_topics() {
+    // 30k levels: would overflow a 2 MiB thread stack if the trees held them.
+    let deep = "a/".repeat(30_000);
+    let topic = format!("{deep}z");
+    let t = SubscriptionTable::new();
+    let c = cid("c");
+    let filters = [
+        format!("{deep}+"),
+        format!("{deep}#"),
+        format!("+/{}z", &deep[2..]),
+        topic.clone(),
+    ];
+    for f in &filters {
+        assert!(t.subscribe(f, &c, entry(0)));
+    }
+    assert!(t.subscribe("a/#", &c, entry(0)));
+    assert_eq!(direct_clients(&t, &topic), ["c"; 5]);
+    assert_eq!(
+        direct_clients(&t, &format!("$x/{topic}")),
+        Vec::<String>::new()
+    );
+    for f in &filters {
+        assert!(t.unsubscribe(f, &c));
+    }
+    assert!(t.unsubscribe("a/#", &c));
+    assert_eq!((t.len(), t.node_count()), (0, 0));
+}
+
+#[test]
 fn concurrent_use() {
     let t = SubscriptionTable::with_shards(4);
     let filters = ["a/b", "a/+", "#", "a/#", "+/b", "$share/g/a/b", "b/+/c"];
@@ -274,121 +302,48 @@ fn concurrent_use() {
     assert_eq!((t.len(), t.node_count()), (0, 0));
 }
 
-/// Levels for generated topics; filters also get `+` and `#`.
-const LEVELS: [&str; 4] = ["", "$sys", "a", "b"];
-
-fn topic_strategy() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(&LEVELS[..]), 1..5)
-        .prop_map(|l| l.join("/"))
-        .prop_filter("valid topic", |t| topic::valid_topic_name(t))
+#[test]
+fn table_and_store_are_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<SubscriptionTable>();
+    check::<crate::retained::RetainedStore<bytes::Bytes>>();
 }
 
-fn filter_strategy() -> impl Strategy<Value = String> {
-    let level = prop::sample::select(vec!["", "$sys", "a", "b", "+", "#"]);
-    let share = prop::option::weighted(0.25, prop::sample::select(vec!["g1", "g2"]));
-    (prop::collection::vec(level, 1..5), share)
-        .prop_map(|(mut levels, share)| {
-            if let Some(i) = levels.iter().position(|l| *l == "#") {
-                levels.truncate(i + 1);
-            }
-            let plain = levels.join("/");
-            match share {
-                Some(g) => format!("$share/{g}/{plain}"),
-                None => plain,
-            }
-        })
-        .prop_filter("valid filter", |f| topic::valid_topic_filter(f))
-}
-
-/// (filter, client) → identifier.
-type Model = HashMap<(String, String), u32>;
-
-/// What `matches` should return, computed by checking every filter.
-fn oracle(model: &Model, topic: &str) -> View {
-    let mut direct = Vec::new();
-    let mut groups: BTreeMap<(String, String), Vec<Member>> = BTreeMap::new();
-    for ((f, c), id) in model {
-        match topic::parse_shared(f) {
-            Some((g, plain)) if topic::matches(plain, topic) => {
-                groups
-                    .entry((g.into(), plain.into()))
-                    .or_default()
-                    .push((c.clone(), Some(*id)));
-            }
-            None if topic::matches(f, topic) => direct.push((c.clone(), Some(*id))),
-            _ => {}
-        }
+/// Rough throughput check: `cargo test --release -p tern-broker bench_matches -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_matches() {
+    let t = SubscriptionTable::new();
+    for i in 0..100_000 {
+        t.subscribe(&format!("dev/{i}/state"), &cid(&format!("c{i}")), entry(0));
     }
-    direct.sort();
-    let shared = groups
-        .into_iter()
-        .map(|((g, f), mut m)| {
-            m.sort();
-            (g, f, m)
-        })
-        .collect();
-    (direct, shared)
-}
-
-#[derive(Debug, Clone)]
-enum Op {
-    Sub(String, usize, u32),
-    Unsub(String, usize),
-}
-
-fn op_strategy() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        (filter_strategy(), 0..3usize, any::<u32>()).prop_map(|(f, c, id)| Op::Sub(f, c, id)),
-        (filter_strategy(), 0..3usize).prop_map(|(f, c)| Op::Unsub(f, c)),
-    ]
-}
-
-proptest! {
-    #[test]
-    fn matches_agree_with_oracle(
-        subs in prop::collection::vec((filter_strategy(), 0..3usize), 0..40),
-        topics in prop::collection::vec(topic_strategy(), 1..20),
-    ) {
-        let t = SubscriptionTable::with_shards(2);
-        let mut model = Model::new();
-        for (i, (f, c)) in subs.iter().enumerate() {
-            let client = format!("c{c}");
-            let new = model.insert((f.clone(), client.clone()), i as u32).is_none();
-            prop_assert_eq!(t.subscribe(f, &cid(&client), entry(i as u32)), new);
-        }
-        prop_assert_eq!(t.len(), model.len());
-        for topic in &topics {
-            prop_assert_eq!(matched(&t, topic), oracle(&model, topic), "topic {:?}", topic);
-        }
+    for i in 0..1_000 {
+        let c = cid(&format!("w{i}"));
+        t.subscribe(&format!("dev/{i}/+"), &c, entry(0));
+        t.subscribe(&format!("site{}/+/state", i % 10), &c, entry(0));
     }
-
-    #[test]
-    fn interleavings_agree_with_model(
-        ops in prop::collection::vec(op_strategy(), 0..80),
-        topics in prop::collection::vec(topic_strategy(), 1..10),
-    ) {
-        let t = SubscriptionTable::with_shards(2);
-        let mut model = Model::new();
-        for op in ops {
-            match op {
-                Op::Sub(f, c, id) => {
-                    let key = (f.clone(), format!("c{c}"));
-                    let new = model.insert(key.clone(), id).is_none();
-                    prop_assert_eq!(t.subscribe(&f, &cid(&key.1), entry(id)), new);
+    t.subscribe("$share/g/dev/+/state", &cid("s"), entry(0));
+    let per_thread = 1_000_000;
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for th in 0..2 {
+            let t = &t;
+            s.spawn(move || {
+                let topics: Vec<_> = (0..1000)
+                    .map(|i| format!("dev/{}/state", i * 7 + th))
+                    .collect();
+                let mut m = Matches::default();
+                for i in 0..per_thread {
+                    m.clear();
+                    t.matches(&topics[i % topics.len()], &mut m);
+                    assert!(!m.direct.is_empty());
                 }
-                Op::Unsub(f, c) => {
-                    let key = (f.clone(), format!("c{c}"));
-                    prop_assert_eq!(t.unsubscribe(&f, &cid(&key.1)), model.remove(&key).is_some());
-                }
-            }
-            prop_assert_eq!(t.len(), model.len());
+            });
         }
-        for topic in &topics {
-            prop_assert_eq!(matched(&t, topic), oracle(&model, topic), "topic {:?}", topic);
-        }
-        for (f, c) in model.keys() {
-            prop_assert!(t.unsubscribe(f, &cid(c)));
-        }
-        prop_assert_eq!((t.len(), t.node_count()), (0, 0));
-    }
+    });
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{:.2} M matches/s over 2 threads",
+        2.0 * per_thread as f64 / secs / 1e6
+    );
 }

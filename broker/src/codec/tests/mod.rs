@@ -72,7 +72,10 @@ fn incremental_byte_by_byte() {
         }
     }
     buf.extend_from_slice(&[0x00]);
-    assert_eq!(decode(&mut buf, Some(Protocol::V5), MAX), Ok(Some(Packet::PingReq)));
+    assert_eq!(
+        decode(&mut buf, Some(Protocol::V5), MAX),
+        Ok(Some(Packet::PingReq))
+    );
     assert_eq!(decode(&mut buf, Some(Protocol::V5), MAX), Ok(None));
 }
 
@@ -89,7 +92,10 @@ fn incremental_connect_with_no_protocol() {
 
 #[test]
 fn payload_is_zero_copy() {
-    let bytes = enc(&Packet::Publish(publish("t", QoS::AtMostOnce, 0, &b"0123456789"[..])), Protocol::V311);
+    let bytes = enc(
+        &Packet::Publish(publish("t", QoS::AtMostOnce, 0, &b"0123456789"[..])),
+        Protocol::V311,
+    );
     let mut buf = BytesMut::from(&bytes[..]);
     let base = buf.as_ptr() as usize;
     let Some(Packet::Publish(p)) = decode(&mut buf, Some(Protocol::V311), MAX).unwrap() else {
@@ -104,11 +110,17 @@ fn packet_too_large_known_from_header() {
     let mut buf = BytesMut::from(&[0x30, 0xC8, 0x01][..]);
     assert_eq!(
         decode(&mut buf, Some(Protocol::V311), 100),
-        Err(DecodeError::PacketTooLarge { size: 203, max: 100 })
+        Err(DecodeError::PacketTooLarge {
+            size: 203,
+            max: 100
+        })
     );
     // Exactly at the limit is fine.
     let mut buf = BytesMut::from(&[0xC0, 0x00][..]);
-    assert_eq!(decode(&mut buf, Some(Protocol::V311), 2), Ok(Some(Packet::PingReq)));
+    assert_eq!(
+        decode(&mut buf, Some(Protocol::V311), 2),
+        Ok(Some(Packet::PingReq))
+    );
 }
 
 #[test]
@@ -116,14 +128,29 @@ fn encode_errors_leave_output_untouched() {
     let mut out = BytesMut::from(&b"prefix"[..]);
     let long = "x".repeat(70_000);
     let p = Packet::Publish(publish(&long, QoS::AtMostOnce, 0, Bytes::new()));
-    assert_eq!(encode(&p, Protocol::V311, &mut out), Err(EncodeError::FieldTooLong("topic")));
+    assert_eq!(
+        encode(&p, Protocol::V311, &mut out),
+        Err(EncodeError::FieldTooLong("topic"))
+    );
     let mut props = Properties::default();
     props.user_properties.push(("k".into(), long));
-    let d = Packet::Disconnect(Disconnect { reason: 0, properties: props });
-    assert_eq!(encode(&d, Protocol::V5, &mut out), Err(EncodeError::FieldTooLong("user property")));
+    let d = Packet::Disconnect(Disconnect {
+        reason: 0,
+        properties: props,
+    });
+    assert_eq!(
+        encode(&d, Protocol::V5, &mut out),
+        Err(EncodeError::FieldTooLong("user property"))
+    );
     let a = Packet::Auth(Auth::default());
-    assert_eq!(encode(&a, Protocol::V311, &mut out), Err(EncodeError::NotInProtocol));
-    assert_eq!(encode(&a, Protocol::V31, &mut out), Err(EncodeError::NotInProtocol));
+    assert_eq!(
+        encode(&a, Protocol::V311, &mut out),
+        Err(EncodeError::NotInProtocol)
+    );
+    assert_eq!(
+        encode(&a, Protocol::V31, &mut out),
+        Err(EncodeError::NotInProtocol)
+    );
     assert_eq!(&out[..], b"prefix");
 }
 
