@@ -3,7 +3,7 @@
 //! round trips, a retained message and a will message against tern.
 //!
 //! A missing tool prints `SKIPPED: …` and the test returns, unless
-//! `TERN_REQUIRE_INTEROP=1` is set (as `.ci/run` does): then it fails.
+//! `MQTT_INTEROP_REQUIRED=1` is set (as `.ci/run` does): then it fails.
 mod common;
 
 use common::*;
@@ -23,8 +23,8 @@ fn available(tool: &str, probe: &[&str]) -> bool {
         .status()
         .is_ok_and(|s| s.success() || tool.starts_with("mosquitto"));
     if !found {
-        if std::env::var("TERN_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
-            panic!("{tool} is required (TERN_REQUIRE_INTEROP=1) but not usable");
+        if std::env::var("MQTT_INTEROP_REQUIRED").is_ok_and(|v| v == "1") {
+            panic!("{tool} is required (MQTT_INTEROP_REQUIRED=1) but not usable");
         }
         eprintln!("SKIPPED: {tool} not installed");
     }
