@@ -526,3 +526,136 @@ async fn v5_publish_properties_pass_through() {
         "user properties, in order, duplicates kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_qos2_publish_redelivered_with_dup_on_resume() {
+    let s = start().await;
+    let id = uid("rd2");
+    let mut sub = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60))
+        .await
+        .0;
+    sub.auto_ack = false;
+    sub.subscribe("rd2/t", 2).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    p.publish("rd2/t", b"q2", 2).await;
+    let first = sub.next_publish().await;
+    assert_eq!(first.qos, 2);
+    sub.drop_socket().await; // no PUBREC
+    let (mut sub, ack) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
+    assert!(ack.session_present);
+    let again = sub.next_publish().await;
+    assert_eq!(
+        (again.payload.as_slice(), again.qos, again.dup),
+        (&b"q2"[..], 2, true)
+    );
+    assert_eq!(again.pkid, first.pkid, "original packet identifier");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_pubrel_resent_on_resume_not_the_publish() {
+    let s = start().await;
+    let id = uid("rel");
+    let mut sub = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60))
+        .await
+        .0;
+    sub.auto_ack = false;
+    sub.subscribe("rel/t", 2).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    p.publish("rel/t", b"x", 2).await;
+    let m = sub.next_publish().await;
+    sub.send(&ack(kind::PUBREC, m.pkid)).await;
+    match sub.recv().await {
+        Packet::Ack {
+            kind: kind::PUBREL,
+            pkid,
+            ..
+        } => assert_eq!(pkid, m.pkid),
+        other => panic!("expected PUBREL, got {other:?}"),
+    }
+    sub.drop_socket().await; // no PUBCOMP
+    let (mut sub, _) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
+    sub.auto_ack = false;
+    match sub.recv().await {
+        Packet::Ack {
+            kind: kind::PUBREL,
+            pkid,
+            ..
+        } => assert_eq!(pkid, m.pkid, "PUBREL resent with the original id"),
+        other => panic!("expected the PUBREL to be resent (not the PUBLISH), got {other:?}"),
+    }
+    sub.send(&ack(kind::PUBCOMP, m.pkid)).await;
+    sub.auto_ack = true;
+    p.publish("rel/t", b"marker", 1).await;
+    let got = sub.until_payload(b"marker").await;
+    assert_eq!(
+        got.len(),
+        1,
+        "the released message must not be sent again: {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_qos2_state_survives_reconnect() {
+    let s = start().await;
+    let mut sub = Raw::v5(s.addr, &uid("sub")).await;
+    sub.subscribe("in2/t", 2).await;
+    let id = uid("pub2");
+    let (mut p, _) = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60)).await;
+    let mut m = Publish::new("in2/t", b"once").qos(2);
+    m.pkid = 9;
+    p.send(&m.encode(true)).await;
+    match p.recv().await {
+        Packet::Ack {
+            kind: kind::PUBREC,
+            pkid: 9,
+            ..
+        } => {}
+        other => panic!("expected PUBREC 9, got {other:?}"),
+    }
+    p.drop_socket().await;
+    let (mut p, ack_) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
+    assert!(ack_.session_present);
+    // Resend the PUBLISH with DUP (allowed) and then release it.
+    m.dup = true;
+    p.send(&m.encode(true)).await;
+    match p.recv().await {
+        Packet::Ack {
+            kind: kind::PUBREC,
+            pkid: 9,
+            ..
+        } => {}
+        other => panic!("expected PUBREC 9 again, got {other:?}"),
+    }
+    p.send(&ack(kind::PUBREL, 9)).await;
+    match p.recv().await {
+        Packet::Ack {
+            kind: kind::PUBCOMP,
+            pkid: 9,
+            reason,
+        } => assert_eq!(reason, 0, "the broker still knew packet 9"),
+        other => panic!("expected PUBCOMP 9, got {other:?}"),
+    }
+    p.publish("in2/t", b"marker", 1).await;
+    let got = sub.until_payload(b"marker").await;
+    let n = got.iter().filter(|x| x.payload == b"once").count();
+    assert_eq!(n, 1, "exactly once across a reconnect: {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubrel_for_unknown_packet_id_gets_pubcomp_0x92() {
+    let s = start().await;
+    let mut c = Raw::v5(s.addr, &uid("rel92")).await;
+    c.send(&ack(kind::PUBREL, 4242)).await;
+    match c.recv().await {
+        Packet::Ack {
+            kind: kind::PUBCOMP,
+            pkid: 4242,
+            reason,
+        } => assert_eq!(reason, 0x92, "Packet Identifier not found"),
+        other => panic!("expected PUBCOMP 4242, got {other:?}"),
+    }
+    c.ping().await;
+}
