@@ -659,3 +659,55 @@ async fn pubrel_for_unknown_packet_id_gets_pubcomp_0x92() {
     }
     c.ping().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payload_round_trip() {
+    let s = start().await;
+    let mut sub = Raw::v4(s.addr, &uid("sub")).await;
+    sub.subscribe("big/t", 1).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    p.publish("big/t", &payload, 1).await;
+    let m = sub.next_publish().await;
+    assert_eq!(m.payload.len(), payload.len());
+    assert!(m.payload == payload, "300 kB payload corrupted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_packet_size_boundary_is_exact() {
+    let s = start_with(|c| c.mqtt.max_packet_size = 1024).await;
+    let mut sub = Raw::v5(s.addr, &uid("sub")).await;
+    sub.subscribe("b", 0).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    // PUBLISH QoS 0, topic "b", no properties: 1 + 2 (length) + 3 + 1 + payload.
+    let exact = Publish::new("b", &[b'e'; 1017]).encode(true);
+    assert_eq!(exact.len(), 1024);
+    p.send(&exact).await;
+    assert_eq!(
+        sub.next_publish().await.payload.len(),
+        1017,
+        "1024-byte packet accepted"
+    );
+    let over = Publish::new("b", &[b'o'; 1018]).encode(true);
+    assert_eq!(over.len(), 1025);
+    p.send(&over).await;
+    p.expect_disconnect(&[0x95], T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_maximum_packet_size_boundary_is_exact() {
+    let s = start().await;
+    // The forwarded packet: 1 (type) + 1 (remaining length) + 2 + 3 ("m/b") + 1 (no properties) + 119 = 127 bytes.
+    let c = Connect::v5(&uid("edge")).props(Props::new().u32(prop::MAXIMUM_PACKET_SIZE, 127));
+    let (mut sub, _) = Raw::connect_ok(s.addr, c).await;
+    sub.subscribe("m/b", 0).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    p.publish("m/b", &[b'x'; 120], 0).await; // 128 bytes: too big
+    p.publish("m/b", &[b'y'; 119], 0).await; // exactly 127: fits
+    let m = sub.next_publish().await;
+    assert_eq!(
+        m.payload,
+        vec![b'y'; 119],
+        "the 128-byte packet is skipped, the 127-byte one sent"
+    );
+}
