@@ -36,6 +36,8 @@ pub struct Metrics {
     pub sessions: Gauge,
     /// Protocol errors and malformed packets seen.
     pub protocol_errors: Counter,
+    /// Failed authentications (bad credentials, not authorized, bad method).
+    pub auth_failures: Counter,
 }
 
 impl Metrics {
@@ -88,6 +90,7 @@ impl Metrics {
             "Malformed packets and protocol violations",
             m.protocol_errors,
         );
+        registry.register("auth_failures", "Failed authentications", m.auth_failures);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);
