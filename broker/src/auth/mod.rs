@@ -147,11 +147,12 @@ pub enum AuthError {
     },
 }
 
+/// An authenticator and an authorizer, as the broker holds them.
+pub type AuthPair = (Arc<dyn Authenticator>, Arc<dyn Authorizer>);
+
 /// The authenticator and authorizer that `[auth]` describes. Files are
 /// loaded now (errors name the file) and reloaded when they change.
-pub fn from_config(
-    cfg: &AuthConfig,
-) -> Result<(Arc<dyn Authenticator>, Arc<dyn Authorizer>), AuthError> {
+pub fn from_config(cfg: &AuthConfig) -> Result<AuthPair, AuthError> {
     let passwords = match &cfg.password_file {
         Some(path) => Some(
             files::Reloading::watch(path.clone(), |p| password::PasswordFile::load(p, false))
