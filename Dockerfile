@@ -15,7 +15,7 @@ FROM rust:1.95-slim-bookworm AS skeleton
 WORKDIR /src
 COPY . .
 RUN find . -type f ! -name Cargo.toml ! -name Cargo.lock ! -name '*.rs' -delete \
- && find . -name '*.rs' -exec sh -c 'for f; do echo "fn main() {}" > "$f"; done' sh {} + \
+ && find . -name '*.rs' | while read -r f; do echo 'fn main() {}' >"$f"; done \
  && find . -type d -empty -delete
 
 # --- build --------------------------------------------------------------------

@@ -95,6 +95,15 @@ make_rust_image() {
     rm -rf "$stage"; mkdir -p "$stage"
     cp -a "$base/." "$stage/"
     rm -f "$stage/.tern-complete"
+    # Trust what this host trusts: a machine behind a TLS-inspecting proxy
+    # has its CA in /usr/local/share/ca-certificates, and the build stage
+    # must reach crates.io through the same proxy.
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        log "adding the host's local CA certificates"
+        mkdir -p "$stage/usr/local/share/ca-certificates"
+        cp /usr/local/share/ca-certificates/*.crt "$stage/usr/local/share/ca-certificates/"
+        chroot "$stage" update-ca-certificates >/dev/null 2>&1
+    fi
     tc="$stage/usr/local/rustup/toolchains/$RUST_VERSION-x86_64-unknown-linux-gnu"
     mkdir -p "$tc" "$stage/usr/local/cargo/bin"
     # Everything but the documentation (rust-docs is ~800 MB of HTML).
