@@ -173,7 +173,6 @@ G
         --change 'USER 65532' \
         --change 'WORKDIR /home/nonroot' \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
         - "$DISTROLESS_IMAGE" >/dev/null
     rm -rf "$stage"
     log "made $DISTROLESS_IMAGE"
