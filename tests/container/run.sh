@@ -208,6 +208,12 @@ docker kill "$RUN_ID-tern3" >/dev/null
 ok "docker kill tern3"
 
 wait_http "http://127.0.0.1:${ADMIN[tern1]}/health" 10 || fail "tern1 unhealthy after losing its peers"
+deadline=$((SECONDS + 30))
+until [ "$(peers_up tern1)" = 0 ]; do
+    [ $SECONDS -lt $deadline ] || { show tern1 >&2 || true; fail "tern1 still lists peers up after they left"; }
+    sleep 0.5
+done
+ok "tern1's cluster show has no peer up any more"
 round_trip "${MQTT[tern1]}" "${MQTT[tern1]}" "ct/survivor" "tern1 still serves" 20 \
     || { dump_logs "$RUN_ID-tern1"; fail "tern1 does not serve after tern2 stopped and tern3 was killed"; }
 ok "tern1 still serves MQTT with tern2 stopped and tern3 killed"
