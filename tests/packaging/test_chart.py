@@ -51,6 +51,8 @@ MATRIX = {
         "podAntiAffinity": "",
         "extraEnv": [{"name": "TERN_MQTT__MAX_PACKET_SIZE", "value": "65536"}],
         "clusterSecret": {"existingSecret": "my-mesh", "key": "token"},
+        "auth": {"existingSecret": "tern-auth", "aclKey": "acl"},
+        "config": {"auth": {"allow_anonymous": False}},
     },
 }
 
@@ -318,6 +320,19 @@ def test_tls_mounted_for_8883():
     assert "TERN_LISTENERS__TLS__ENABLED" not in env_map(broker_container(render()))
 
 
+def test_auth_files_from_secret():
+    objects = render(MATRIX["no-persistence"])
+    c = broker_container(objects)
+    env = env_map(c)
+    mount = {m["name"]: m for m in c["volumeMounts"]}["auth"]
+    assert "subPath" not in mount  # Secret updates must reach the files
+    volume = {v["name"]: v for v in statefulset(objects)["spec"]["template"]["spec"]["volumes"]}["auth"]
+    assert volume["secret"]["secretName"] == "tern-auth"
+    assert env["TERN_AUTH__PASSWORD_FILE"]["value"] == f"{mount['mountPath']}/passwd"
+    assert env["TERN_AUTH__ACL_FILE"]["value"] == f"{mount['mountPath']}/acl"
+    assert "TERN_AUTH__PASSWORD_FILE" not in env_map(broker_container(render()))
+
+
 def test_persistence():
     sts = statefulset(render())
     (claim,) = sts["spec"]["volumeClaimTemplates"]
@@ -364,8 +379,11 @@ def test_binary_accepts_rendered_config(tmp_path):
     known = subprocess.run([binary, "--print-default-config"], capture_output=True, text=True, check=True).stdout
     for name, e in env_map(broker_container(render())).items():
         section = name.split("__")[0].removeprefix("TERN_").lower()
-        if name.startswith("TERN_") and "value" in e and f"[{section}" in known:
-            env[name] = e["value"].replace("$(POD_NAME)", "tern-0")
+        if name.startswith("TERN_") and f"[{section}" in known:
+            if "value" in e:
+                env[name] = e["value"].replace("$(POD_NAME)", "tern-0")
+            elif "secretKeyRef" in e.get("valueFrom", {}):
+                env[name] = "a-mesh-secret-for-the-test"
     result = subprocess.run([binary, "--config", path, "--check-config"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert "configuration ok" in result.stdout

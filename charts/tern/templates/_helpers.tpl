@@ -84,6 +84,18 @@ not-ready addresses, so pods find each other before they are ready).
   value: {{ .Release.Namespace | quote }}
 {{- end }}
 
+{{/* Password and ACL files from auth.existingSecret. */}}
+{{- define "tern.authEnv" -}}
+{{- if .Values.auth.existingSecret }}
+- name: TERN_AUTH__PASSWORD_FILE
+  value: /etc/tern/auth/{{ .Values.auth.passwordKey }}
+{{- if .Values.auth.aclKey }}
+- name: TERN_AUTH__ACL_FILE
+  value: /etc/tern/auth/{{ .Values.auth.aclKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* TLS listener settings pointing at the mounted Secret. */}}
 {{- define "tern.tlsEnv" -}}
 {{- if .Values.tls.enabled }}
