@@ -196,6 +196,14 @@ for n in "${nodes[@]}"; do
 done
 ok "three containers found each other by DNS name (static peers): every node sees 2 peers up"
 
+# The operator's view, as `kubectl exec tern-0 -- tern admin cluster show` would give it.
+table=$(docker exec "$RUN_ID-tern1" /usr/local/bin/tern admin cluster show) || fail "tern admin cluster show"
+echo "$table" | sed 's/^/    /' >&2
+for n in tern2 tern3; do
+    echo "$table" | grep "$n" | grep -qw up || fail "tern admin cluster show does not list $n up"
+done
+ok "docker exec tern1 tern admin cluster show lists tern2 and tern3 up"
+
 round_trip "${MQTT[tern1]}" "${MQTT[tern3]}" "ct/cluster" "from tern1 to tern3" 20 \
     || { dump_logs "$RUN_ID-tern1" "$RUN_ID-tern3"; fail "message not routed tern1 -> tern3"; }
 ok "a message published on tern1 reached a subscriber on tern3"
