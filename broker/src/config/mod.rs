@@ -5,6 +5,7 @@
 //! Loading (file + `TERN_…` environment overrides + validation) lives in
 //! the `load` submodule.
 
+pub mod discovery;
 mod load;
 pub use load::*;
 
@@ -28,6 +29,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Shutdown behaviour.
     pub shutdown: ShutdownConfig,
+    /// Peer discovery.
+    pub discovery: discovery::DiscoveryConfig,
 }
 
 /// Node identity.

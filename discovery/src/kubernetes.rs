@@ -1,0 +1,306 @@
+//! The `kubernetes` source: a watch on the EndpointSlices of
+//! `discovery.service` (label `kubernetes.io/service-name`) in the pod's
+//! namespace, with kube-rs' `watcher(..).default_backoff()`.
+//!
+//! - Not-ready endpoints are peers (pods join the mesh before they are
+//!   Ready: `conditions.ready` is ignored); only `terminating == true`
+//!   endpoints are dropped.
+//! - A peer's name is its `targetRef.name` (kind Pod), else its `hostname`;
+//!   its address is `ip:port`, the port being the slice's port named `mesh`
+//!   when it has one, else the configured mesh port.
+//! - [`SliceCache`] is the I/O-free core: it folds watcher events into the
+//!   current slices, buffering a (re-)list until `InitDone` so that a 410
+//!   Gone or an API-server restart re-lists without the set flapping.
+//! - Errors go to the [`StatusHandle`]: a 403 reads "RBAC: endpointslices is
+//!   forbidden …" and keeps readiness false, while the watcher retries with
+//!   its backoff; the next successful list sets `Ok` again.
+
+use crate::{
+    join_host_port, publish, DiscoveryConfig, DiscoveryError, OwnIdentity, Peer, PeerSet,
+    PeerSource, Result, SourceStatus, StatusHandle,
+};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The label EndpointSlices carry with their Service's name.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The name of the Service port that carries the mesh.
+pub const MESH_PORT_NAME: &str = "mesh";
+
+/// Watches a Service's EndpointSlices.
+#[derive(Clone)]
+pub struct KubernetesSource {
+    client: Option<Client>,
+    namespace: String,
+    service: String,
+    mesh_port: u16,
+    own: OwnIdentity,
+}
+
+impl std::fmt::Debug for KubernetesSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesSource")
+            .field("namespace", &self.namespace)
+            .field("service", &self.service)
+            .field("mesh_port", &self.mesh_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesSource {
+    /// The source `cfg` describes (`kubernetes` mode). The API client is
+    /// built in [`run`](PeerSource::run) from the in-cluster (or kubeconfig)
+    /// environment.
+    pub fn from_config(cfg: &DiscoveryConfig, mesh_port: u16, own: &OwnIdentity) -> Result<Self> {
+        let service = cfg.service.trim();
+        if service.is_empty() {
+            return Err(DiscoveryError::Missing {
+                key: "service",
+                mode: "kubernetes",
+            });
+        }
+        let namespace = own
+            .namespace_or(&cfg.namespace)
+            .ok_or(DiscoveryError::NoNamespace)?;
+        Ok(KubernetesSource::new(
+            namespace,
+            service,
+            mesh_port,
+            own.clone(),
+        ))
+    }
+
+    /// A source for `service` in `namespace`.
+    pub fn new(namespace: String, service: &str, mesh_port: u16, own: OwnIdentity) -> Self {
+        KubernetesSource {
+            client: None,
+            namespace,
+            service: service.to_string(),
+            mesh_port,
+            own,
+        }
+    }
+
+    /// Uses `client` instead of inferring one (tests pass a scripted one).
+    pub fn with_client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Builds the client from the environment, retrying until it works or
+    /// `shutdown` is cancelled.
+    async fn client(
+        &mut self,
+        status: &StatusHandle,
+        shutdown: &CancellationToken,
+    ) -> Option<Client> {
+        if let Some(client) = self.client.take() {
+            return Some(client);
+        }
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match Client::try_default().await {
+                Ok(client) => return Some(client),
+                Err(e) => {
+                    status.set(SourceStatus::Error(format!(
+                        "kubernetes: cannot configure the API client: {e}"
+                    )));
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+impl PeerSource for KubernetesSource {
+    fn run(
+        mut self: Box<Self>,
+        tx: watch::Sender<PeerSet>,
+        status: StatusHandle,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let Some(client) = self.client(&status, &shutdown).await else {
+                return;
+            };
+            tracing::info!(namespace = %self.namespace, service = %self.service,
+                "Kubernetes EndpointSlice peer discovery");
+            let api: Api<EndpointSlice> = Api::namespaced(client, &self.namespace);
+            let selector = format!("{SERVICE_NAME_LABEL}={}", self.service);
+            let config = watcher::Config::default().labels(&selector);
+            let mut events = watcher::watcher(api, config).default_backoff().boxed();
+            let mut cache = SliceCache::default();
+            loop {
+                let event = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    event = events.next() => event,
+                };
+                match event {
+                    Some(Ok(event)) => {
+                        if cache.apply(event) {
+                            publish(
+                                &tx,
+                                peers_from_slices(cache.slices(), self.mesh_port, &self.own),
+                            );
+                            status.set(SourceStatus::Ok);
+                        }
+                    }
+                    Some(Err(err)) => match describe(&err, &self.namespace, &self.service) {
+                        Some(message) => {
+                            tracing::debug!(error = %err, "EndpointSlice watch error");
+                            status.set(SourceStatus::Error(message));
+                        }
+                        None => {
+                            tracing::info!(error = %err, "EndpointSlice watch expired; re-listing")
+                        }
+                    },
+                    None => {
+                        // The watcher stream never ends on its own.
+                        status.set(SourceStatus::Error(
+                            "kubernetes: the EndpointSlice watch ended".into(),
+                        ));
+                        return;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// The current EndpointSlices, folded from watcher events.
+#[derive(Debug, Default, Clone)]
+pub struct SliceCache {
+    current: BTreeMap<String, EndpointSlice>,
+    listing: Option<BTreeMap<String, EndpointSlice>>,
+    synced: bool,
+}
+
+impl SliceCache {
+    /// Applies one event; true when the current slices may have changed
+    /// and are complete (after the first `InitDone`).
+    pub fn apply(&mut self, event: Event<EndpointSlice>) -> bool {
+        match event {
+            Event::Init => {
+                self.listing = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(slice) => {
+                self.listing
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(key(&slice), slice);
+                false
+            }
+            Event::InitDone => {
+                self.current = self.listing.take().unwrap_or_default();
+                self.synced = true;
+                true
+            }
+            Event::Apply(slice) => {
+                self.current.insert(key(&slice), slice);
+                self.synced
+            }
+            Event::Delete(slice) => {
+                self.current.remove(&key(&slice));
+                self.synced
+            }
+        }
+    }
+
+    /// The current slices.
+    pub fn slices(&self) -> impl Iterator<Item = &EndpointSlice> {
+        self.current.values()
+    }
+}
+
+fn key(slice: &EndpointSlice) -> String {
+    slice.metadata.name.clone().unwrap_or_default()
+}
+
+/// The peers in `slices`: every endpoint not terminating, each address at
+/// the slice's `mesh` port (else `mesh_port`), `own` left out.
+pub fn peers_from_slices<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    mesh_port: u16,
+    own: &OwnIdentity,
+) -> PeerSet {
+    let mut set = PeerSet::new();
+    for slice in slices {
+        let port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(MESH_PORT_NAME))
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+            .unwrap_or(mesh_port);
+        for endpoint in &slice.endpoints {
+            let terminating = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.terminating)
+                .unwrap_or(false);
+            if terminating {
+                continue;
+            }
+            let name = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.clone())
+                .or_else(|| endpoint.hostname.clone());
+            for address in &endpoint.addresses {
+                let peer = Peer {
+                    addr: join_host_port(address, port),
+                    name: name.clone(),
+                };
+                if !own.is_self(&peer) {
+                    set.insert(peer);
+                }
+            }
+        }
+    }
+    set
+}
+
+/// What a watcher error means for the status: `None` for a 410 Gone (the
+/// watcher re-lists, nothing is wrong), else a message naming the cause.
+pub fn describe(err: &watcher::Error, namespace: &str, service: &str) -> Option<String> {
+    let status = match err {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+        | watcher::Error::WatchError(s) => Some(s),
+        _ => None,
+    };
+    match status {
+        Some(s) if s.code == 410 => None,
+        Some(s) if s.code == 403 => Some(format!(
+            "RBAC: endpointslices is forbidden in namespace {namespace}: the pod's service \
+             account needs get, list and watch on endpointslices.discovery.k8s.io \
+             (API server: {})",
+            s.message
+        )),
+        Some(s) if s.code == 401 => Some(format!(
+            "kubernetes: unauthorized, the service account token was rejected (API server: {})",
+            s.message
+        )),
+        _ => Some(format!(
+            "kubernetes: watching the EndpointSlices of service {service} in {namespace} \
+             failed: {err}"
+        )),
+    }
+}
