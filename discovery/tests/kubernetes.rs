@@ -238,7 +238,7 @@ async fn watch_events_added_modified_deleted_update_the_set() {
         items: vec![slice("a", "1", vec![e1.clone()])],
     })
     .await;
-    wait_set(&mut d, &[p1.clone()]).await;
+    wait_set(&mut d, std::slice::from_ref(&p1)).await;
 
     api.answer(Reply::Watch(vec![("ADDED", slice("b", "2", vec![e2]))]))
         .await;
@@ -282,7 +282,7 @@ async fn gone_after_an_api_server_restart_relists_and_converges() {
         items: vec![slice("a", "10", vec![e1.clone()])],
     })
     .await;
-    wait_set(&mut d, &[p1.clone()]).await;
+    wait_set(&mut d, std::slice::from_ref(&p1)).await;
 
     // An event, then the connection drops (the API server restarts).
     api.answer(Reply::Watch(vec![("ADDED", slice("b", "11", vec![e2]))]))
