@@ -11,9 +11,13 @@
 //! - [`SliceCache`] is the I/O-free core: it folds watcher events into the
 //!   current slices, buffering a (re-)list until `InitDone` so that a 410
 //!   Gone or an API-server restart re-lists without the set flapping.
-//! - Errors go to the [`StatusHandle`]: a 403 reads "RBAC: endpointslices is
-//!   forbidden …" and keeps readiness false, while the watcher retries with
-//!   its backoff; the next successful list sets `Ok` again.
+//! - Errors are [`classify`]'d: a 410 is routine (the watcher re-lists); a
+//!   failed list is an `Error` until a list succeeds; a failed watch keeps
+//!   the last set and readiness (the watcher resumes from its
+//!   resourceVersion); a 401/403 reads "RBAC: endpointslices is forbidden …"
+//!   and keeps readiness false while the watcher retries with its backoff
+//!   (after a denied *watch* the source re-lists, since only a list tells it
+//!   that access is back).
 
 use crate::{
     join_host_port, publish, DiscoveryConfig, DiscoveryError, OwnIdentity, Peer, PeerSet,
@@ -141,44 +145,78 @@ impl PeerSource for KubernetesSource {
             let api: Api<EndpointSlice> = Api::namespaced(client, &self.namespace);
             let selector = format!("{SERVICE_NAME_LABEL}={}", self.service);
             let config = watcher::Config::default().labels(&selector);
-            let mut events = watcher::watcher(api, config).default_backoff().boxed();
+            let new_stream = || {
+                watcher::watcher(api.clone(), config.clone())
+                    .default_backoff()
+                    .boxed()
+            };
+            let mut events = new_stream();
             let mut cache = SliceCache::default();
+            let mut restart_delay = RESTART_MIN_DELAY;
             loop {
                 let event = tokio::select! {
                     () = shutdown.cancelled() => return,
                     event = events.next() => event,
                 };
-                match event {
+                let err = match event {
                     Some(Ok(event)) => {
+                        if matches!(event, Event::Apply(_) | Event::Delete(_)) {
+                            // The watch demonstrably works again.
+                            restart_delay = RESTART_MIN_DELAY;
+                        }
                         if cache.apply(event) {
-                            publish(
-                                &tx,
-                                peers_from_slices(cache.slices(), self.mesh_port, &self.own),
-                            );
+                            let set = peers_from_slices(cache.slices(), self.mesh_port, &self.own);
+                            publish(&tx, set);
                             status.set(SourceStatus::Ok);
                         }
+                        continue;
                     }
-                    Some(Err(err)) => match describe(&err, &self.namespace, &self.service) {
-                        Some(message) => {
-                            tracing::debug!(error = %err, "EndpointSlice watch error");
-                            status.set(SourceStatus::Error(message));
-                        }
-                        None => {
-                            tracing::info!(error = %err, "EndpointSlice watch expired; re-listing")
-                        }
-                    },
+                    Some(Err(err)) => err,
+                    // The watcher stream never ends on its own.
                     None => {
-                        // The watcher stream never ends on its own.
                         status.set(SourceStatus::Error(
                             "kubernetes: the EndpointSlice watch ended".into(),
                         ));
                         return;
+                    }
+                };
+                match classify(&err, &self.namespace, &self.service) {
+                    Verdict::Relist => {
+                        tracing::info!(error = %err, "EndpointSlice watch expired; re-listing")
+                    }
+                    Verdict::ListFailed(message) => {
+                        // Cleared by the next successful list (InitDone).
+                        tracing::debug!(error = %err, "EndpointSlice list failed");
+                        status.set(SourceStatus::Error(message));
+                    }
+                    Verdict::WatchFailed(message) => {
+                        // The last set stays valid and the watcher resumes
+                        // from its resourceVersion: not a readiness matter.
+                        tracing::warn!(%message, "EndpointSlice watch failed; retrying");
+                    }
+                    Verdict::Denied(message) => {
+                        status.set(SourceStatus::Error(message));
+                        if is_watch_phase(&err) {
+                            // A resumed watch emits nothing when it starts
+                            // working again, so start over with a list, whose
+                            // success clears the error.
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                () = tokio::time::sleep(restart_delay) => {}
+                            }
+                            restart_delay = (restart_delay * 2).min(RESTART_MAX_DELAY);
+                            events = new_stream();
+                        }
                     }
                 }
             }
         })
     }
 }
+
+/// First and largest delay before re-listing after a denied watch.
+const RESTART_MIN_DELAY: Duration = Duration::from_secs(1);
+const RESTART_MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// The current EndpointSlices, folded from watcher events.
 #[derive(Debug, Default, Clone)]
@@ -276,9 +314,32 @@ pub fn peers_from_slices<'a>(
     set
 }
 
-/// What a watcher error means for the status: `None` for a 410 Gone (the
-/// watcher re-lists, nothing is wrong), else a message naming the cause.
-pub fn describe(err: &watcher::Error, namespace: &str, service: &str) -> Option<String> {
+/// What a watcher error means for the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 410 Gone: the watch expired and the watcher re-lists; nothing is wrong.
+    Relist,
+    /// The (re-)list failed: `Error` until a list succeeds.
+    ListFailed(String),
+    /// A watch failed (connection lost, API server restarting): the set is
+    /// kept and the watcher retries; logged, readiness untouched.
+    WatchFailed(String),
+    /// 401/403: credentials or RBAC are wrong; `Error`, with the fix.
+    Denied(String),
+}
+
+/// True for errors of the watch phase (after a successful list).
+fn is_watch_phase(err: &watcher::Error) -> bool {
+    matches!(
+        err,
+        watcher::Error::WatchStartFailed(_)
+            | watcher::Error::WatchFailed(_)
+            | watcher::Error::WatchError(_)
+    )
+}
+
+/// Classifies a watcher error, with a message naming its cause.
+pub fn classify(err: &watcher::Error, namespace: &str, service: &str) -> Verdict {
     let status = match err {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
@@ -287,20 +348,126 @@ pub fn describe(err: &watcher::Error, namespace: &str, service: &str) -> Option<
         _ => None,
     };
     match status {
-        Some(s) if s.code == 410 => None,
-        Some(s) if s.code == 403 => Some(format!(
+        Some(s) if s.code == 410 => Verdict::Relist,
+        Some(s) if s.code == 403 => Verdict::Denied(format!(
             "RBAC: endpointslices is forbidden in namespace {namespace}: the pod's service \
              account needs get, list and watch on endpointslices.discovery.k8s.io \
              (API server: {})",
             s.message
         )),
-        Some(s) if s.code == 401 => Some(format!(
+        Some(s) if s.code == 401 => Verdict::Denied(format!(
             "kubernetes: unauthorized, the service account token was rejected (API server: {})",
             s.message
         )),
-        _ => Some(format!(
-            "kubernetes: watching the EndpointSlices of service {service} in {namespace} \
-             failed: {err}"
-        )),
+        _ => {
+            let message = format!(
+                "kubernetes: watching the EndpointSlices of service {service} in {namespace} \
+                 failed: {err}"
+            );
+            if is_watch_phase(err) {
+                Verdict::WatchFailed(message)
+            } else {
+                Verdict::ListFailed(message)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::discovery::v1::Endpoint;
+    use kube::core::{ObjectMeta, Status};
+
+    fn slice(name: &str, ips: &[&str]) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: ips
+                .iter()
+                .map(|ip| Endpoint {
+                    addresses: vec![ip.to_string()],
+                    ..Endpoint::default()
+                })
+                .collect(),
+            ports: None,
+        }
+    }
+
+    fn addrs(cache: &SliceCache) -> Vec<String> {
+        let own = OwnIdentity::for_tests("self", None);
+        peers_from_slices(cache.slices(), 4370, &own)
+            .into_iter()
+            .map(|p| p.addr)
+            .collect()
+    }
+
+    #[test]
+    fn a_relist_replaces_the_slices_only_when_complete() {
+        let mut cache = SliceCache::default();
+        assert!(!cache.apply(Event::Init));
+        assert!(!cache.apply(Event::InitApply(slice("a", &["10.0.0.1"]))));
+        assert!(cache.apply(Event::InitDone));
+        assert!(cache.apply(Event::Apply(slice("b", &["10.0.0.2"]))));
+        assert_eq!(addrs(&cache), ["10.0.0.1:4370", "10.0.0.2:4370"]);
+        // A re-list in progress leaves the current slices alone...
+        assert!(!cache.apply(Event::Init));
+        assert!(!cache.apply(Event::InitApply(slice("b", &["10.0.0.3"]))));
+        assert_eq!(addrs(&cache), ["10.0.0.1:4370", "10.0.0.2:4370"]);
+        // ...and replaces them whole when done (slice a is gone).
+        assert!(cache.apply(Event::InitDone));
+        assert_eq!(addrs(&cache), ["10.0.0.3:4370"]);
+        assert!(cache.apply(Event::Delete(slice("b", &[]))));
+        assert!(addrs(&cache).is_empty());
+    }
+
+    #[test]
+    fn events_before_the_first_list_are_not_published() {
+        let mut cache = SliceCache::default();
+        assert!(!cache.apply(Event::Apply(slice("a", &["10.0.0.1"]))));
+    }
+
+    #[test]
+    fn classifies_watcher_errors() {
+        let api = |code| {
+            kube::Error::Api(
+                Status::failure("denied", "Forbidden")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        let c = |e| classify(&e, "messaging", "tern");
+        assert_eq!(
+            c(watcher::Error::WatchError(
+                Status::failure("old", "Expired").with_code(410).boxed()
+            )),
+            Verdict::Relist
+        );
+        let Verdict::Denied(m) = c(watcher::Error::InitialListFailed(api(403))) else {
+            panic!("403 is denied");
+        };
+        assert!(
+            m.starts_with("RBAC: endpointslices is forbidden in namespace messaging"),
+            "{m}"
+        );
+        assert!(matches!(
+            c(watcher::Error::WatchStartFailed(api(401))),
+            Verdict::Denied(_)
+        ));
+        assert!(matches!(
+            c(watcher::Error::InitialListFailed(api(500))),
+            Verdict::ListFailed(_)
+        ));
+        assert!(matches!(
+            c(watcher::Error::WatchStartFailed(api(500))),
+            Verdict::WatchFailed(_)
+        ));
+        assert!(matches!(
+            c(watcher::Error::NoResourceVersion),
+            Verdict::ListFailed(_)
+        ));
     }
 }
