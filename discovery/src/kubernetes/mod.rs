@@ -283,6 +283,29 @@ mod tests {
     use kube::core::Status;
 
     #[test]
+    fn from_config_needs_a_service_and_takes_the_configured_namespace() {
+        let mut own = OwnIdentity::for_tests("tern-0", None);
+        own.namespace = Some("from-env".into());
+        let mut cfg = DiscoveryConfig {
+            mode: crate::DiscoveryMode::Kubernetes,
+            ..DiscoveryConfig::default()
+        };
+        assert!(matches!(
+            KubernetesSource::from_config(&cfg, 4370, &own),
+            Err(DiscoveryError::Missing { key: "service", .. })
+        ));
+        cfg.service = "tern-headless".into();
+        let src = KubernetesSource::from_config(&cfg, 4370, &own).expect("valid");
+        assert_eq!(src.namespace, "from-env");
+        cfg.namespace = "messaging".into();
+        let src = KubernetesSource::from_config(&cfg, 4370, &own).expect("valid");
+        assert_eq!(
+            (src.namespace.as_str(), src.service.as_str()),
+            ("messaging", "tern-headless")
+        );
+    }
+
+    #[test]
     fn classifies_watcher_errors() {
         let api = |code| {
             kube::Error::Api(
