@@ -61,6 +61,9 @@ pub fn new_incarnation() -> u64 {
         .saturating_add(rand::random::<u64>() % 1024)
 }
 
+/// A shared group: (group, filter).
+pub(crate) type GroupKey = (Arc<str>, Arc<str>);
+
 /// Link-level state of one peer, by name.
 pub(crate) struct PeerState {
     pub address: String,
@@ -106,7 +109,7 @@ pub(crate) struct Inner {
     pub peers: Mutex<HashMap<Arc<str>, Arc<Peer>>>,
     pub links: Mutex<HashMap<String, CancellationToken>>,
     pub inbound: Mutex<HashMap<Arc<str>, Inbound>>,
-    pub shared_rr: Mutex<HashMap<(Arc<str>, Arc<str>), usize>>,
+    pub shared_rr: Mutex<HashMap<GroupKey, usize>>,
     pub transport: Arc<dyn Transport>,
     pub tls: Option<MeshTls>,
     pub shutdown: CancellationToken,
@@ -370,12 +373,16 @@ impl Cluster {
 
     /// How many link attempts peers refused for a wrong secret.
     pub fn auth_refusals(&self) -> u64 {
-        self.inner.auth_refusals.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner
+            .auth_refusals
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many dials failed before gRPC (refused, TLS handshake, timeout).
     pub fn connect_failures(&self) -> u64 {
-        self.inner.connect_failures.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner
+            .connect_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the link to `node` is up.

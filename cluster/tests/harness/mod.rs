@@ -94,7 +94,11 @@ impl Harness {
     }
 
     async fn start(&mut self, name: &str) -> Result<()> {
-        let s = self.per_node.get(name).cloned().unwrap_or_else(|| self.settings.clone());
+        let s = self
+            .per_node
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.settings.clone());
         let mut config = Config::default();
         config.node.name = name.into();
         config.listeners.tcp.bind = "127.0.0.1:0".parse()?;
@@ -121,15 +125,21 @@ impl Harness {
             self.order.push(name.into());
         }
         // Every node is configured with every other (a static peer list).
-        let all = |me: &str| -> Vec<String> {
-            self.order.iter().filter(|n| *n != me).cloned().collect()
-        };
+        let all =
+            |me: &str| -> Vec<String> { self.order.iter().filter(|n| *n != me).cloned().collect() };
         let peers = StaticPeers::new(all(name));
         cluster.start(Some(name), Arc::new(peers.clone())).await?;
         for (other, node) in &self.nodes {
             node.peers.set(all(other));
         }
-        self.nodes.insert(name.into(), Node { server, cluster, peers });
+        self.nodes.insert(
+            name.into(),
+            Node {
+                server,
+                cluster,
+                peers,
+            },
+        );
         Ok(())
     }
 
@@ -160,7 +170,10 @@ impl Harness {
     pub async fn converged(&self) -> Result<()> {
         within("full mesh up", DEADLINE, || {
             self.nodes.iter().all(|(a, na)| {
-                self.nodes.keys().filter(|b| *b != a).all(|b| na.cluster.is_up(b))
+                self.nodes
+                    .keys()
+                    .filter(|b| *b != a)
+                    .all(|b| na.cluster.is_up(b))
             })
         })
         .await
@@ -171,9 +184,11 @@ impl Harness {
         let c = &self.node(at).cluster;
         let mut want: Vec<String> = routes.iter().map(|s| s.to_string()).collect();
         want.sort();
-        within(&format!("{at} holds {owner}'s routes {routes:?}"), DEADLINE, || {
-            c.routes_of(owner) == want
-        })
+        within(
+            &format!("{at} holds {owner}'s routes {routes:?}"),
+            DEADLINE,
+            || c.routes_of(owner) == want,
+        )
         .await
     }
 }
@@ -209,7 +224,9 @@ impl Mqtt {
         let (tx, mut events) = mpsc::unbounded_channel();
         tokio::spawn(pump(eventloop, tx));
         let ack = recv(&mut events, "CONNACK", |p| matches!(p, Packet::ConnAck(_))).await?;
-        let Packet::ConnAck(ack) = ack else { bail!("not a CONNACK") };
+        let Packet::ConnAck(ack) = ack else {
+            bail!("not a CONNACK")
+        };
         Ok(Mqtt {
             client,
             events,
@@ -219,27 +236,46 @@ impl Mqtt {
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<()> {
         self.client.subscribe(filter, qos).await?;
-        recv(&mut self.events, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await?;
+        recv(&mut self.events, "SUBACK", |p| {
+            matches!(p, Packet::SubAck(_))
+        })
+        .await?;
         Ok(())
     }
 
     /// Publishes and waits for PUBACK (QoS 1), PUBCOMP (QoS 2) or nothing.
-    pub async fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: &str) -> Result<()> {
-        self.client.publish(topic, qos, retain, payload.as_bytes().to_vec()).await?;
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: &str,
+    ) -> Result<()> {
+        self.client
+            .publish(topic, qos, retain, payload.as_bytes().to_vec())
+            .await?;
         match qos {
             QoS::AtMostOnce => Ok(()),
-            QoS::AtLeastOnce => recv(&mut self.events, "PUBACK", |p| matches!(p, Packet::PubAck(_)))
-                .await
-                .map(drop),
-            QoS::ExactlyOnce => recv(&mut self.events, "PUBCOMP", |p| matches!(p, Packet::PubComp(_)))
-                .await
-                .map(drop),
+            QoS::AtLeastOnce => recv(&mut self.events, "PUBACK", |p| {
+                matches!(p, Packet::PubAck(_))
+            })
+            .await
+            .map(drop),
+            QoS::ExactlyOnce => recv(&mut self.events, "PUBCOMP", |p| {
+                matches!(p, Packet::PubComp(_))
+            })
+            .await
+            .map(drop),
         }
     }
 
     /// The next PUBLISH received.
     pub async fn message(&mut self) -> Result<rumqttc::Publish> {
-        match recv(&mut self.events, "PUBLISH", |p| matches!(p, Packet::Publish(_))).await? {
+        match recv(&mut self.events, "PUBLISH", |p| {
+            matches!(p, Packet::Publish(_))
+        })
+        .await?
+        {
             Packet::Publish(p) => Ok(p),
             _ => Err(anyhow!("not a PUBLISH")),
         }
@@ -247,7 +283,11 @@ impl Mqtt {
 
     /// Waits until the connection is closed by the broker.
     pub async fn closed(&mut self) -> Result<()> {
-        recv(&mut self.events, "close", |p| matches!(p, Packet::Disconnect)).await.map(drop)
+        recv(&mut self.events, "close", |p| {
+            matches!(p, Packet::Disconnect)
+        })
+        .await
+        .map(drop)
     }
 
     pub async fn disconnect(self) -> Result<()> {
