@@ -28,7 +28,8 @@ fn ca() -> Result<Ca> {
 /// Writes a certificate for `name` signed by `ca`, plus the CA, under `dir`.
 fn files(dir: &Path, ca: &Ca, name: &str) -> Result<ClusterTlsConfig> {
     let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec![name.to_string()])?.signed_by(&key, &ca.cert, &ca.key)?;
+    let cert =
+        CertificateParams::new(vec![name.to_string()])?.signed_by(&key, &ca.cert, &ca.key)?;
     let (c, k, a) = (
         dir.join(format!("{name}.crt")),
         dir.join(format!("{name}.key")),
@@ -65,9 +66,11 @@ async fn mtls_links_trusted_nodes_and_refuses_others() -> Result<()> {
     let before = h.node("a").cluster.connect_failures();
     h.step(Step::Add("evil")).await?;
     let (a, e) = (&h.node("a").cluster, &h.node("evil").cluster);
-    within("both sides refuse the untrusted certificate", DEADLINE, || {
-        a.connect_failures() > before && e.connect_failures() >= 1
-    })
+    within(
+        "both sides refuse the untrusted certificate",
+        DEADLINE,
+        || a.connect_failures() > before && e.connect_failures() >= 1,
+    )
     .await?;
     assert!(!a.is_up("evil") && !e.is_up("a") && !e.is_up("b"));
     assert!(h.node("a").cluster.is_up("b"), "trusted link unaffected");
