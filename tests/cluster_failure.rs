@@ -54,7 +54,13 @@ async fn survivors_keep_serving_after_kill9_and_the_node_rejoins() {
     let mut sub3 = c.v5(2, &uid("fail-sub3")).await;
     sub3.subscribe(&format!("{base}/#"), 1).await;
     let mut pub1 = c.v5(0, &uid("fail-pub1")).await;
-    await_route(&mut pub1, &mut sub3, &format!("{base}/probe"), Duration::from_secs(15)).await;
+    await_route(
+        &mut pub1,
+        &mut sub3,
+        &format!("{base}/probe"),
+        Duration::from_secs(15),
+    )
+    .await;
     let mut on2 = c.v5(1, &uid("fail-on2")).await;
 
     c.kill9(1);
@@ -82,7 +88,13 @@ async fn survivors_keep_serving_after_kill9_and_the_node_rejoins() {
     let base2 = uid("fail-new");
     let mut late3 = c.v5(2, &uid("fail-late3")).await;
     late3.subscribe(&format!("{base2}/#"), 1).await;
-    await_route(&mut pub1, &mut late3, &format!("{base2}/probe"), Duration::from_secs(15)).await;
+    await_route(
+        &mut pub1,
+        &mut late3,
+        &format!("{base2}/probe"),
+        Duration::from_secs(15),
+    )
+    .await;
     round_trip(
         &mut pub1,
         &mut late3,
@@ -117,7 +129,13 @@ async fn survivors_keep_serving_after_kill9_and_the_node_rejoins() {
     let base3 = uid("fail-back");
     let mut sub2 = c.v5(1, &uid("fail-sub2")).await;
     sub2.subscribe(&format!("{base3}/#"), 1).await;
-    await_route(&mut pub1, &mut sub2, &format!("{base3}/probe"), Duration::from_secs(15)).await;
+    await_route(
+        &mut pub1,
+        &mut sub2,
+        &format!("{base3}/probe"),
+        Duration::from_secs(15),
+    )
+    .await;
     round_trip(
         &mut pub1,
         &mut sub2,
@@ -127,9 +145,21 @@ async fn survivors_keep_serving_after_kill9_and_the_node_rejoins() {
     )
     .await;
     let mut pub3 = c.v5(2, &uid("fail-pub3")).await;
-    await_route(&mut pub3, &mut sub2, &format!("{base3}/probe"), Duration::from_secs(15)).await;
+    await_route(
+        &mut pub3,
+        &mut sub2,
+        &format!("{base3}/probe"),
+        Duration::from_secs(15),
+    )
+    .await;
     let mut pub2 = c.v5(1, &uid("fail-pub2")).await;
-    await_route(&mut pub2, &mut sub3, &format!("{base}/probe"), Duration::from_secs(15)).await;
+    await_route(
+        &mut pub2,
+        &mut sub3,
+        &format!("{base}/probe"),
+        Duration::from_secs(15),
+    )
+    .await;
     round_trip(
         &mut pub2,
         &mut sub3,
@@ -147,7 +177,13 @@ async fn sigterm_leaves_cleanly_and_the_node_rejoins() {
     let mut sub2 = c.v5(1, &uid("term-sub2")).await;
     sub2.subscribe(&format!("{base}/#"), 1).await;
     let mut pub1 = c.v5(0, &uid("term-pub1")).await;
-    await_route(&mut pub1, &mut sub2, &format!("{base}/probe"), Duration::from_secs(15)).await;
+    await_route(
+        &mut pub1,
+        &mut sub2,
+        &format!("{base}/probe"),
+        Duration::from_secs(15),
+    )
+    .await;
 
     let st = c.sigterm(2, Duration::from_secs(15)).await;
     assert!(st.success(), "SIGTERM'd node should exit 0, got {st}");
@@ -164,7 +200,13 @@ async fn sigterm_leaves_cleanly_and_the_node_rejoins() {
     c.restart(2).await;
     c.wait_all_up(UP_DEADLINE).await;
     let mut pub3 = c.v5(2, &uid("term-pub3")).await;
-    await_route(&mut pub3, &mut sub2, &format!("{base}/probe"), Duration::from_secs(15)).await;
+    await_route(
+        &mut pub3,
+        &mut sub2,
+        &format!("{base}/probe"),
+        Duration::from_secs(15),
+    )
+    .await;
     round_trip(
         &mut pub3,
         &mut sub2,

@@ -77,7 +77,10 @@ async fn publish_on_node3_reaches_subscribers_on_node1_and_node2_at_every_qos() 
                 .iter()
                 .map(|m| m.text())
                 .collect::<Vec<_>>();
-            assert!(extra.is_empty(), "QoS {qos}: extra messages on {who}: {extra:?}");
+            assert!(
+                extra.is_empty(),
+                "QoS {qos}: extra messages on {who}: {extra:?}"
+            );
         }
     }
 }
@@ -178,15 +181,28 @@ async fn admin_cli_and_http_show_three_nodes_up() {
         let v = c.show(i).await.expect("cluster show");
         let peers = v["peers"].as_array().cloned().unwrap_or_default();
         for p in &peers {
-            for key in ["node", "address", "state", "since_ms", "incarnation", "rtt_ms"] {
-                assert!(p.get(key).is_some(), "{}: peer entry lacks {key}: {p}", names[i]);
+            for key in [
+                "node",
+                "address",
+                "state",
+                "since_ms",
+                "incarnation",
+                "rtt_ms",
+            ] {
+                assert!(
+                    p.get(key).is_some(),
+                    "{}: peer entry lacks {key}: {p}",
+                    names[i]
+                );
             }
         }
         let (status, body) = http_get(c.admin(i), "/health").await.expect("GET /health");
         assert_eq!(status, 200, "{}: /health: {body}", names[i]);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let (status, body) = http_get(c.admin(i), "/metrics").await.expect("GET /metrics");
+            let (status, body) = http_get(c.admin(i), "/metrics")
+                .await
+                .expect("GET /metrics");
             assert_eq!(status, 200, "{}: /metrics", names[i]);
             if body.lines().any(|l| l.starts_with("tern_cluster_")) {
                 break;

@@ -34,7 +34,9 @@ async fn session_follows_client(c: &Cluster, proto: Proto) {
         "{tag}: a brand-new client id should get session present = 0"
     );
     first.subscribe(&format!("{base}/#"), 1).await;
-    let mut publ = c.client(2, &uid(&format!("sess-pub-{tag}")), &opts_like(proto)).await;
+    let mut publ = c
+        .client(2, &uid(&format!("sess-pub-{tag}")), &opts_like(proto))
+        .await;
     await_route(
         &mut publ,
         &mut first,
@@ -47,7 +49,8 @@ async fn session_follows_client(c: &Cluster, proto: Proto) {
     // 1,000 QoS 1 messages for the offline session, each acknowledged.
     let topic = format!("{base}/data");
     for k in 0..QUEUED {
-        publ.publish(&topic, format!("m-{k:04}").as_bytes(), 1).await;
+        publ.publish(&topic, format!("m-{k:04}").as_bytes(), 1)
+            .await;
     }
     if let Err(e) = publ
         .wait_acked(1, QUEUED as u64, Duration::from_secs(30))
@@ -66,11 +69,9 @@ async fn session_follows_client(c: &Cluster, proto: Proto) {
     let (got, _) = second
         .collect_until(Duration::from_secs(30), |ms| {
             let mut seen = std::collections::HashSet::new();
-            ms.iter()
-                .filter(|m| !is_probe(m))
-                .for_each(|m| {
-                    seen.insert(m.payload.clone());
-                });
+            ms.iter().filter(|m| !is_probe(m)).for_each(|m| {
+                seen.insert(m.payload.clone());
+            });
             seen.len() >= QUEUED
         })
         .await;

@@ -770,11 +770,7 @@ pub async fn await_route(
             panic!(
                 "no route: {} probes to {topic} published on {} never reached {} on {} within \
                  {within:?} (subscriber connection: {:?})",
-                k,
-                publisher.node,
-                subscriber.id,
-                subscriber.node,
-                sub_state
+                k, publisher.node, subscriber.id, subscriber.node, sub_state
             );
         }
     }

@@ -397,8 +397,14 @@ impl Client {
 
     pub async fn try_subscribe(&mut self, filter: &str, qos: u8) -> Result<(), String> {
         let sent = match &self.handle {
-            Handle::V4(c) => c.subscribe(filter, qos4(qos)).await.map_err(|e| e.to_string()),
-            Handle::V5(c) => c.subscribe(filter, qos5(qos)).await.map_err(|e| e.to_string()),
+            Handle::V4(c) => c
+                .subscribe(filter, qos4(qos))
+                .await
+                .map_err(|e| e.to_string()),
+            Handle::V5(c) => c
+                .subscribe(filter, qos5(qos))
+                .await
+                .map_err(|e| e.to_string()),
         };
         sent.map_err(|e| format!("subscribe {filter}: {e}"))?;
         if !self.pump_until(NOW, |c| !c.subacks.is_empty()).await {

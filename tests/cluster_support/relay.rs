@@ -5,10 +5,10 @@
 //! [`Relay::cut`] closes every relayed connection and refuses new ones
 //! (they are accepted and closed at once) until [`Relay::heal`].
 
-use std::sync::Mutex;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
