@@ -103,7 +103,7 @@ async fn both_sides_serve_during_a_partition_and_state_converges_after_heal() {
         .await;
     let leaked = s_pre.recv(Duration::from_secs(1)).await;
     assert!(
-        leaked.as_ref().map_or(true, is_probe),
+        leaked.as_ref().is_none_or(is_probe),
         "a message crossed the cut (the partition is not effective, e.g. nodes dial each \
          other around the relays): {leaked:?}"
     );

@@ -177,7 +177,7 @@ async fn admin_cli_and_http_show_three_nodes_up() {
     );
 
     // Every node's HTTP view, /health and cluster metrics.
-    for i in 0..3 {
+    for (i, name) in names.iter().enumerate() {
         let v = c.show(i).await.expect("cluster show");
         let peers = v["peers"].as_array().cloned().unwrap_or_default();
         for p in &peers {
@@ -192,25 +192,25 @@ async fn admin_cli_and_http_show_three_nodes_up() {
                 assert!(
                     p.get(key).is_some(),
                     "{}: peer entry lacks {key}: {p}",
-                    names[i]
+                    name
                 );
             }
         }
         let (status, body) = http_get(c.admin(i), "/health").await.expect("GET /health");
-        assert_eq!(status, 200, "{}: /health: {body}", names[i]);
+        assert_eq!(status, 200, "{}: /health: {body}", name);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let (status, body) = http_get(c.admin(i), "/metrics")
                 .await
                 .expect("GET /metrics");
-            assert_eq!(status, 200, "{}: /metrics", names[i]);
+            assert_eq!(status, 200, "{}: /metrics", name);
             if body.lines().any(|l| l.starts_with("tern_cluster_")) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
                 "{}: /metrics has no tern_cluster_ series:\n{body}",
-                names[i]
+                name
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
