@@ -526,3 +526,188 @@ async fn v5_publish_properties_pass_through() {
         "user properties, in order, duplicates kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_qos2_publish_redelivered_with_dup_on_resume() {
+    let s = start().await;
+    let id = uid("rd2");
+    let mut sub = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60))
+        .await
+        .0;
+    sub.auto_ack = false;
+    sub.subscribe("rd2/t", 2).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    p.publish("rd2/t", b"q2", 2).await;
+    let first = sub.next_publish().await;
+    assert_eq!(first.qos, 2);
+    sub.drop_socket().await; // no PUBREC
+    let (mut sub, ack) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
+    assert!(ack.session_present);
+    let again = sub.next_publish().await;
+    assert_eq!(
+        (again.payload.as_slice(), again.qos, again.dup),
+        (&b"q2"[..], 2, true)
+    );
+    assert_eq!(again.pkid, first.pkid, "original packet identifier");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_pubrel_resent_on_resume_not_the_publish() {
+    let s = start().await;
+    let id = uid("rel");
+    let mut sub = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60))
+        .await
+        .0;
+    sub.auto_ack = false;
+    sub.subscribe("rel/t", 2).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    p.publish("rel/t", b"x", 2).await;
+    let m = sub.next_publish().await;
+    sub.send(&ack(kind::PUBREC, m.pkid)).await;
+    match sub.recv().await {
+        Packet::Ack {
+            kind: kind::PUBREL,
+            pkid,
+            ..
+        } => assert_eq!(pkid, m.pkid),
+        other => panic!("expected PUBREL, got {other:?}"),
+    }
+    sub.drop_socket().await; // no PUBCOMP
+    let (mut sub, _) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
+    sub.auto_ack = false;
+    match sub.recv().await {
+        Packet::Ack {
+            kind: kind::PUBREL,
+            pkid,
+            ..
+        } => assert_eq!(pkid, m.pkid, "PUBREL resent with the original id"),
+        other => panic!("expected the PUBREL to be resent (not the PUBLISH), got {other:?}"),
+    }
+    sub.send(&ack(kind::PUBCOMP, m.pkid)).await;
+    sub.auto_ack = true;
+    p.publish("rel/t", b"marker", 1).await;
+    let got = sub.until_payload(b"marker").await;
+    assert_eq!(
+        got.len(),
+        1,
+        "the released message must not be sent again: {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_qos2_state_survives_reconnect() {
+    let s = start().await;
+    let mut sub = Raw::v5(s.addr, &uid("sub")).await;
+    sub.subscribe("in2/t", 2).await;
+    let id = uid("pub2");
+    let (mut p, _) = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60)).await;
+    let mut m = Publish::new("in2/t", b"once").qos(2);
+    m.pkid = 9;
+    p.send(&m.encode(true)).await;
+    match p.recv().await {
+        Packet::Ack {
+            kind: kind::PUBREC,
+            pkid: 9,
+            ..
+        } => {}
+        other => panic!("expected PUBREC 9, got {other:?}"),
+    }
+    p.drop_socket().await;
+    let (mut p, ack_) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
+    assert!(ack_.session_present);
+    // Resend the PUBLISH with DUP (allowed) and then release it.
+    m.dup = true;
+    p.send(&m.encode(true)).await;
+    match p.recv().await {
+        Packet::Ack {
+            kind: kind::PUBREC,
+            pkid: 9,
+            ..
+        } => {}
+        other => panic!("expected PUBREC 9 again, got {other:?}"),
+    }
+    p.send(&ack(kind::PUBREL, 9)).await;
+    match p.recv().await {
+        Packet::Ack {
+            kind: kind::PUBCOMP,
+            pkid: 9,
+            reason,
+        } => assert_eq!(reason, 0, "the broker still knew packet 9"),
+        other => panic!("expected PUBCOMP 9, got {other:?}"),
+    }
+    p.publish("in2/t", b"marker", 1).await;
+    let got = sub.until_payload(b"marker").await;
+    let n = got.iter().filter(|x| x.payload == b"once").count();
+    assert_eq!(n, 1, "exactly once across a reconnect: {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubrel_for_unknown_packet_id_gets_pubcomp_0x92() {
+    let s = start().await;
+    let mut c = Raw::v5(s.addr, &uid("rel92")).await;
+    c.send(&ack(kind::PUBREL, 4242)).await;
+    match c.recv().await {
+        Packet::Ack {
+            kind: kind::PUBCOMP,
+            pkid: 4242,
+            reason,
+        } => assert_eq!(reason, 0x92, "Packet Identifier not found"),
+        other => panic!("expected PUBCOMP 4242, got {other:?}"),
+    }
+    c.ping().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payload_round_trip() {
+    let s = start().await;
+    let mut sub = Raw::v4(s.addr, &uid("sub")).await;
+    sub.subscribe("big/t", 1).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    p.publish("big/t", &payload, 1).await;
+    let m = sub.next_publish().await;
+    assert_eq!(m.payload.len(), payload.len());
+    assert!(m.payload == payload, "300 kB payload corrupted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_packet_size_boundary_is_exact() {
+    let s = start_with(|c| c.mqtt.max_packet_size = 1024).await;
+    let mut sub = Raw::v5(s.addr, &uid("sub")).await;
+    sub.subscribe("b", 0).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    // PUBLISH QoS 0, topic "b", no properties: 1 + 2 (length) + 3 + 1 + payload.
+    let exact = Publish::new("b", &[b'e'; 1017]).encode(true);
+    assert_eq!(exact.len(), 1024);
+    p.send(&exact).await;
+    assert_eq!(
+        sub.next_publish().await.payload.len(),
+        1017,
+        "1024-byte packet accepted"
+    );
+    let over = Publish::new("b", &[b'o'; 1018]).encode(true);
+    assert_eq!(over.len(), 1025);
+    p.send(&over).await;
+    p.expect_disconnect(&[0x95], T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_maximum_packet_size_boundary_is_exact() {
+    let s = start().await;
+    // The forwarded packet: 1 (type) + 1 (remaining length) + 2 + 3 ("m/b") + 1 (no properties) + 119 = 127 bytes.
+    let c = Connect::v5(&uid("edge")).props(Props::new().u32(prop::MAXIMUM_PACKET_SIZE, 127));
+    let (mut sub, _) = Raw::connect_ok(s.addr, c).await;
+    sub.subscribe("m/b", 0).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    p.publish("m/b", &[b'x'; 120], 0).await; // 128 bytes: too big
+    p.publish("m/b", &[b'y'; 119], 0).await; // exactly 127: fits
+    let m = sub.next_publish().await;
+    assert_eq!(
+        m.payload,
+        vec![b'y'; 119],
+        "the 128-byte packet is skipped, the 127-byte one sent"
+    );
+}

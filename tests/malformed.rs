@@ -18,6 +18,8 @@ enum Expect {
     Disconnect(&'static [u8]),
     /// CONNACK with this code (3.x layout), then close.
     ConnAck(u8),
+    /// Close, optionally after a CONNACK whose code is one of these.
+    ConnAckOptional(&'static [u8]),
 }
 
 /// Runs one case: `version` is the CONNECT sent first when `connect_first`.
@@ -54,6 +56,17 @@ async fn case(
             }
         }
         Expect::Disconnect(reasons) => c.expect_disconnect(reasons, T).await,
+        Expect::ConnAckOptional(codes) => {
+            let seen = c.expect_closed(T).await;
+            for p in &seen {
+                match p {
+                    Packet::ConnAck { code, .. } if codes.contains(code) => {}
+                    other => panic!(
+                        "expected close, optionally after CONNACK in {codes:02X?}; got {other:?}"
+                    ),
+                }
+            }
+        }
         Expect::ConnAck(code) => {
             let seen = c.expect_closed(T).await;
             match seen.as_slice() {
@@ -382,4 +395,188 @@ async fn truncated_string_length_v5() {
     // Topic length says 50 bytes; the packet ends after 3.
     let bad = packet(0x30, &[0, 50, b'a', b'/', b'b']);
     case(5, true, bad, Expect::Disconnect(&[0x81]), |_| {}).await;
+}
+
+// --- CONNECT contents (5.0: CONNACK with the reason is optional, close is not)
+
+fn connect_bytes(c: Connect) -> Vec<u8> {
+    c.encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_receive_maximum_zero_v5() {
+    let c = Connect::v5(&uid("rm0")).props(Props::new().u16(raw::prop::RECEIVE_MAXIMUM, 0));
+    case(
+        5,
+        false,
+        connect_bytes(c),
+        Expect::ConnAckOptional(&[0x82]),
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_maximum_packet_size_zero_v5() {
+    let c = Connect::v5(&uid("mps0")).props(Props::new().u32(raw::prop::MAXIMUM_PACKET_SIZE, 0));
+    case(
+        5,
+        false,
+        connect_bytes(c),
+        Expect::ConnAckOptional(&[0x82]),
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_duplicate_property_v5() {
+    let c = Connect::v5(&uid("dup")).props(
+        Props::new()
+            .u32(raw::prop::SESSION_EXPIRY, 10)
+            .u32(raw::prop::SESSION_EXPIRY, 20),
+    );
+    case(
+        5,
+        false,
+        connect_bytes(c),
+        Expect::ConnAckOptional(&[0x82]),
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_unknown_property_v5() {
+    let c = Connect::v5(&uid("unk")).props(Props(vec![0x7F, 0x00]));
+    case(
+        5,
+        false,
+        connect_bytes(c),
+        Expect::ConnAckOptional(&[0x81]),
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_will_qos_3_v5() {
+    let c = Connect::v5(&uid("wq3")).will(Will::new("w/t", b"x").qos(3));
+    case(
+        5,
+        false,
+        connect_bytes(c),
+        Expect::ConnAckOptional(&[0x81]),
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_will_retain_without_will_flag_v311() {
+    let mut b = connect_bytes(Connect::v4(&uid("wr")));
+    // Fixed header (2) + "MQTT" (6) + level (1) → the connect flags.
+    b[9] |= 0x20;
+    case(4, false, b, Expect::CloseMaybeRefused, |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_password_without_username_v311() {
+    let mut c = Connect::v4(&uid("pw"));
+    c.password = Some(b"secret".to_vec());
+    case(
+        4,
+        false,
+        connect_bytes(c),
+        Expect::CloseMaybeRefused,
+        |_| {},
+    )
+    .await;
+}
+
+// --- 5.0 protocol errors after CONNECT
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_qos1_with_packet_id_zero_v5() {
+    let m = Publish::new("a/b", b"x").qos(1); // pkid stays 0
+    case(
+        5,
+        true,
+        m.encode(true),
+        Expect::Disconnect(&[0x81, 0x82]),
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_topic_alias_zero_v5() {
+    let m = Publish::new("a/b", b"x").props(Props::new().u16(raw::prop::TOPIC_ALIAS, 0));
+    // [MQTT-3.3.2-8]; 0x94's definition names only "greater than the maximum",
+    // so a Protocol Error is accepted too.
+    case(
+        5,
+        true,
+        m.encode(true),
+        Expect::Disconnect(&[0x94, 0x82]),
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_empty_topic_without_alias_v5() {
+    let m = Publish::new("", b"x");
+    case(5, true, m.encode(true), Expect::Disconnect(&[0x82]), |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_identifier_zero_v5() {
+    let b = raw::subscribe(
+        true,
+        1,
+        &[("a/b", 1)],
+        &Props::new().varint(raw::prop::SUBSCRIPTION_ID, 0),
+    );
+    case(5, true, b, Expect::Disconnect(&[0x81, 0x82]), |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_reserved_option_bits_v5() {
+    let b = raw::subscribe(true, 1, &[("a/b", 0xC1)], &Props::new());
+    case(5, true, b, Expect::Disconnect(&[0x81]), |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_qos_3_v311() {
+    let b = raw::subscribe(false, 1, &[("a/b", 3)], &Props::new());
+    case(4, true, b, Expect::Close, |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_retain_handling_3_v5() {
+    let b = raw::subscribe(true, 1, &[("a/b", 0x31)], &Props::new());
+    case(5, true, b, Expect::Disconnect(&[0x81, 0x82]), |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscription_with_no_local_v5() {
+    let b = raw::subscribe(true, 1, &[("$share/g/a", 1 | raw::NO_LOCAL)], &Props::new());
+    case(5, true, b, Expect::Disconnect(&[0x82]), |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_setting_session_expiry_after_zero_v5() {
+    let mut body = vec![0x00];
+    Props::new()
+        .u32(raw::prop::SESSION_EXPIRY, 60)
+        .encode_into(&mut body);
+    case(
+        5,
+        true,
+        packet(0xE0, &body),
+        Expect::Disconnect(&[0x82]),
+        |_| {},
+    )
+    .await;
 }

@@ -198,3 +198,46 @@ async fn retain_unavailable_is_announced_and_enforced() {
         .await;
     p.expect_disconnect(&[0x9A], T).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_message_keeps_its_properties() {
+    let s = start().await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    let props = Props::new()
+        .str(prop::CONTENT_TYPE, "text/plain")
+        .str(prop::RESPONSE_TOPIC, "rp/reply")
+        .bin(prop::CORRELATION_DATA, b"cid")
+        .pair("k", "v");
+    p.publish_msg(Publish::new("rp/t", b"r").qos(1).retain(true).props(props))
+        .await;
+    let mut c = Raw::v5(s.addr, &uid("sub")).await;
+    c.subscribe("rp/t", 1).await;
+    let m = c.next_publish().await;
+    assert!(m.retain);
+    assert_eq!(
+        m.props.str(prop::CONTENT_TYPE).as_deref(),
+        Some("text/plain")
+    );
+    assert_eq!(
+        m.props.str(prop::RESPONSE_TOPIC).as_deref(),
+        Some("rp/reply")
+    );
+    assert_eq!(m.props.bin(prop::CORRELATION_DATA), Some(b"cid".to_vec()));
+    assert_eq!(m.props.pairs(), vec![("k".to_string(), "v".to_string())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_dollar_topics_not_sent_to_hash_subscription() {
+    let s = start().await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    p.publish_retained("$internal/x", b"hidden", 1).await;
+    p.publish_retained("visible/x", b"shown", 1).await;
+    let mut c = Raw::v5(s.addr, &uid("sub")).await;
+    let got = sub_and_collect(&mut c, &mut p, "#", 1, "visible/m").await;
+    let payloads: Vec<_> = got.iter().map(|m| m.payload.clone()).collect();
+    assert_eq!(
+        payloads,
+        vec![b"shown".to_vec()],
+        "`#` must not match retained `$` topics"
+    );
+}

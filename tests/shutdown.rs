@@ -18,6 +18,12 @@ struct Bound {
 
 fn tern() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tern"));
+    // Keep the caller's TERN_* variables out of the binary's config.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TERN_") {
+            c.env_remove(key);
+        }
+    }
     c.env("TERN_LISTENERS__TCP__BIND", "127.0.0.1:0")
         .env("TERN_ADMIN__BIND", "127.0.0.1:0")
         .env("TERN_LISTENERS__TLS__ENABLED", "false")

@@ -6,24 +6,28 @@
 //! publishes. Order is always registry shard → session → table shard, and
 //! the publish path never holds two of them at once.
 
-use crate::auth::{AnonymousAuth, Authenticator, BoxFuture};
-use crate::config::{Config, SharedPolicy};
+use crate::auth::{AnonymousAuth, Authenticator};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::retained::RetainedStore;
 use crate::routes::{LocalOnly, RemoteRoutes};
-use crate::session::{now_ms, Delivery, Enqueued, Message, SessionData, Will};
-use crate::topic;
-use crate::trie::{ClientId, Matches, SharedMatch, SubEntry, SubscriptionTable};
+use crate::session::{now_ms, Message, SessionData, Will};
+use crate::trie::{ClientId, Matches, SubEntry, SubscriptionTable};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+mod publish;
+mod transfer;
+
+use transfer::housekeeping;
 
 /// A session shared between its connection and the publishers feeding it.
 pub struct SessionCell {
@@ -398,338 +402,11 @@ impl Broker {
         }
         existed
     }
-
-    /// Retained messages matching a plain `filter`, expired ones left out.
-    pub fn retained_for(&self, filter: &str) -> Vec<(String, Arc<Message>)> {
-        let mut out = Vec::new();
-        self.retained.matching(filter, &mut out);
-        let now = now_ms();
-        out.retain(|(_, m)| !m.expired(now));
-        out
-    }
-
-    /// Number of retained messages.
-    pub fn retained_count(&self) -> usize {
-        self.retained.len()
-    }
-
-    /// Publishes `msg` on this node: updates the retained store, delivers
-    /// to local subscribers and forwards to remote routes. Returns the
-    /// number of local sessions it reached and the remote acknowledgement
-    /// to wait on (for QoS 1/2).
-    pub fn publish(&self, msg: Arc<Message>) -> (usize, Option<BoxFuture<'static, ()>>) {
-        if msg.retain && self.config.mqtt.retain_available {
-            self.store_retained(&msg);
-        }
-        with_matches(|m| {
-            self.subs.matches(&msg.topic, m);
-            let mut local = vec![true; m.shared.len()];
-            let remote = self.remote().forward(&msg, &m.shared, &mut local);
-            let mut n = self.deliver_direct(&msg, &mut m.direct);
-            for (group, keep) in m.shared.iter().zip(local) {
-                if keep {
-                    n += usize::from(self.deliver_shared(&msg, group));
-                }
-            }
-            (n, remote)
-        })
-    }
-
-    /// Delivers a message forwarded by another node: to local ordinary
-    /// subscribers if `direct`, and to one local member of each named
-    /// shared group `(group, filter)`. Neither forwarded again nor stored
-    /// as retained (the origin replicates retained messages separately).
-    pub fn deliver_forwarded(
-        &self,
-        msg: &Arc<Message>,
-        direct: bool,
-        shared: &[(Arc<str>, Arc<str>)],
-    ) -> usize {
-        with_matches(|m| {
-            self.subs.matches(&msg.topic, m);
-            let mut n = if direct {
-                self.deliver_direct(msg, &mut m.direct)
-            } else {
-                0
-            };
-            for group in m.shared.iter() {
-                if shared
-                    .iter()
-                    .any(|(g, f)| *g == group.group && *f == group.filter)
-                {
-                    n += usize::from(self.deliver_shared(msg, group));
-                }
-            }
-            n
-        })
-    }
-
-    fn store_retained(&self, msg: &Arc<Message>) {
-        if msg.payload.is_empty() {
-            if self.retained.remove(&msg.topic) {
-                self.metrics.retained.dec();
-            }
-        } else if self.retained.set(&msg.topic, msg.clone()) {
-            self.metrics.retained.inc();
-        }
-    }
-
-    /// Applies a retained message (or deletion, if the payload is empty)
-    /// replicated from another node. Concurrent writes converge: the last
-    /// writer by (timestamp, node name) wins. Returns whether it applied.
-    pub fn apply_retained(&self, msg: Arc<Message>) -> bool {
-        let key = |m: &Message| {
-            (
-                m.timestamp,
-                m.origin_node.clone().unwrap_or_else(|| self.node.clone()),
-            )
-        };
-        if let Some(current) = self.retained.get(&msg.topic) {
-            if key(&current) >= key(&msg) {
-                return false;
-            }
-        }
-        self.store_retained(&msg);
-        true
-    }
-
-    /// Every retained message, for a node that joins.
-    pub fn retained_snapshot(&self) -> Vec<Arc<Message>> {
-        // A visit of every entry (`#` would skip `$` topics).
-        let now = now_ms();
-        let mut all = Vec::new();
-        self.retained.retain_where(|_, m| {
-            if !m.expired(now) {
-                all.push(m.clone());
-            }
-            true
-        });
-        all
-    }
-
-    /// One delivery per client however many of its subscriptions match:
-    /// the highest QoS, and (5.0) every subscription identifier.
-    fn deliver_direct(&self, msg: &Arc<Message>, direct: &mut [(ClientId, SubEntry)]) -> usize {
-        direct.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut n = 0;
-        for group in direct.chunk_by(|a, b| a.0 == b.0) {
-            let client = &group[0].0;
-            let mut qos = None;
-            let mut retain = false;
-            let mut sub_ids = Vec::new();
-            for (_, e) in group {
-                if e.options.no_local && msg.origin.as_ref() == Some(client) {
-                    continue;
-                }
-                qos = qos.max(Some(msg.qos.min(e.options.qos)));
-                retain |= e.options.retain_as_published && msg.retain;
-                sub_ids.extend(e.identifier);
-            }
-            if let Some(qos) = qos {
-                let d = Delivery {
-                    msg: msg.clone(),
-                    qos,
-                    retain,
-                    sub_ids,
-                };
-                n += usize::from(self.deliver(client, d));
-            }
-        }
-        n
-    }
-
-    /// Exactly one member of a shared group gets the message: by the
-    /// configured policy, among online members when there are any.
-    fn deliver_shared(&self, msg: &Arc<Message>, group: &SharedMatch) -> bool {
-        let members = &group.members;
-        if members.is_empty() {
-            return false;
-        }
-        let start = match self.config.mqtt.shared_subscription_policy {
-            SharedPolicy::Random => rand::random::<usize>(),
-            SharedPolicy::RoundRobin | SharedPolicy::PreferLocal => self
-                .shared_rr
-                .entry((group.group.clone(), group.filter.clone()))
-                .or_default()
-                .fetch_add(1, Ordering::Relaxed),
-        } % members.len();
-        let pick = (0..members.len())
-            .map(|i| &members[(start + i) % members.len()])
-            .find(|(c, _)| self.session(c).is_some_and(|s| s.is_online()))
-            .unwrap_or(&members[start]);
-        let (client, e) = pick;
-        let d = Delivery {
-            msg: msg.clone(),
-            qos: msg.qos.min(e.options.qos),
-            retain: e.options.retain_as_published && msg.retain,
-            sub_ids: e.identifier.into_iter().collect(),
-        };
-        self.deliver(client, d)
-    }
-
-    /// Queues `d` for `client`'s session and wakes its connection.
-    pub fn deliver(&self, client: &str, d: Delivery) -> bool {
-        let Some(cell) = self.session(client) else {
-            return false;
-        };
-        let mut st = cell.state.lock();
-        if st.ended {
-            return false;
-        }
-        let online = st.owner.is_some();
-        let limit = if online {
-            self.config.mqtt.max_online_messages
-        } else {
-            self.config.mqtt.max_offline_messages
-        };
-        let outcome = st
-            .data
-            .enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
-        drop(st);
-        match outcome {
-            Enqueued::Queued => {
-                if online {
-                    cell.notify.notify_one();
-                }
-                true
-            }
-            Enqueued::Dropped => {
-                self.metrics.queue_drops.inc();
-                tracing::debug!(client_id = %client, "queue full, message dropped");
-                true
-            }
-            Enqueued::Skipped => false,
-        }
-    }
-
-    /// A copy of `client_id`'s session state, to move it elsewhere.
-    pub fn export_session(&self, client_id: &str) -> Option<SessionData> {
-        self.session(client_id).map(|c| c.export())
-    }
-
-    /// Installs a session (offline) from exported state, replacing any
-    /// offline session of the same client. Refused (false) while one is online.
-    pub fn import_session(&self, data: SessionData) -> bool {
-        let client = data.client_id.clone();
-        if self.session(&client).is_some_and(|c| c.is_online()) {
-            return false;
-        }
-        let filters: Vec<(String, SubEntry)> = data
-            .subscriptions
-            .iter()
-            .map(|(f, e)| (f.clone(), e.clone()))
-            .collect();
-        let cell = SessionCell::new(data);
-        if let Some(old) = self.sessions.insert(client.clone(), cell) {
-            let mut st = old.state.lock();
-            st.ended = true;
-            let mut old_data = std::mem::replace(&mut st.data, SessionData::new(client.clone()));
-            drop(st);
-            self.drop_subscriptions(&mut old_data);
-        } else {
-            self.metrics.sessions.inc();
-        }
-        for (f, e) in filters {
-            if topic::valid_topic_filter(&f) && self.subs.subscribe(&f, &client, e) {
-                self.metrics.subscriptions.inc();
-                self.remote().route_added(&f, &client);
-            }
-        }
-        true
-    }
-
-    /// Gives up the session of `client_id` to another node: its connection
-    /// (if any) is closed with DISCONNECT 0x8E, the session leaves this
-    /// node, and its state is returned when `keep` (clean start = false at
-    /// the new node); otherwise it is discarded.
-    pub fn take_session(&self, client_id: &str, keep: bool) -> Option<SessionData> {
-        if let Some((_, token)) = self.pending_wills.remove(client_id) {
-            token.cancel();
-        }
-        let (_, cell) = self.sessions.remove(client_id)?;
-        self.metrics.sessions.dec();
-        let mut st = cell.state.lock();
-        if let Some(owner) = st.owner.take() {
-            owner.kick.cancel();
-        }
-        cell.online.store(false, Ordering::Relaxed);
-        st.ended = true;
-        let data = keep.then(|| st.data.clone());
-        self.drop_subscriptions(&mut st.data);
-        data
-    }
-
-    /// Clients with a live connection here, with when they connected.
-    pub fn connected_clients(&self) -> Vec<(ClientId, u64)> {
-        self.sessions
-            .iter()
-            .filter_map(|e| {
-                let st = e.value().state.lock();
-                st.owner
-                    .as_ref()
-                    .map(|_| (e.key().clone(), st.connected_at))
-            })
-            .collect()
-    }
-
-    /// Every local subscription as (filter, client): the routes this node owns.
-    pub fn local_routes(&self) -> Vec<(String, ClientId)> {
-        let mut out = Vec::new();
-        for e in self.sessions.iter() {
-            let st = e.value().state.lock();
-            if !st.ended {
-                out.extend(
-                    st.data
-                        .subscriptions
-                        .keys()
-                        .map(|f| (f.clone(), e.key().clone())),
-                );
-            }
-        }
-        out
-    }
-
-    /// Ends offline sessions whose expiry has passed; returns how many.
-    pub fn expire_sessions(&self, now: u64) -> usize {
-        let mut expired = Vec::new();
-        for e in self.sessions.iter() {
-            let st = e.value().state.lock();
-            if let (None, Some(since)) = (&st.owner, st.offline_since) {
-                let exp = st.data.expiry_interval;
-                if exp != u32::MAX && since.saturating_add(u64::from(exp) * 1000) <= now {
-                    expired.push(e.value().clone());
-                }
-            }
-        }
-        let mut n = 0;
-        for cell in expired {
-            let removed = self.sessions.remove_if(&cell.client_id, |_, v| {
-                Arc::ptr_eq(v, &cell) && v.state.lock().owner.is_none()
-            });
-            if removed.is_some() {
-                let mut st = cell.state.lock();
-                st.ended = true;
-                self.drop_subscriptions(&mut st.data);
-                self.metrics.sessions.dec();
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// Drops retained messages whose expiry has passed.
-    pub fn expire_retained(&self, now: u64) -> usize {
-        let n = self.retained.retain_where(|_, m| !m.expired(now));
-        for _ in 0..n {
-            self.metrics.retained.dec();
-        }
-        n
-    }
 }
 
 /// Runs `f` with a cleared, reused match buffer (a fresh one if the
 /// thread's buffer is already in use, e.g. by a re-entrant call).
-fn with_matches<R>(f: impl FnOnce(&mut Matches) -> R) -> R {
+pub(crate) fn with_matches<R>(f: impl FnOnce(&mut Matches) -> R) -> R {
     MATCHES.with(|cell| match cell.try_borrow_mut() {
         Ok(mut m) => {
             m.clear();
@@ -739,19 +416,5 @@ fn with_matches<R>(f: impl FnOnce(&mut Matches) -> R) -> R {
     })
 }
 
-/// Periodic work: session and retained-message expiry. Ends with the broker.
-async fn housekeeping(broker: Weak<Broker>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut rounds: u64 = 0;
-    loop {
-        tick.tick().await;
-        let Some(b) = broker.upgrade() else { return };
-        let now = now_ms();
-        b.expire_sessions(now);
-        rounds += 1;
-        if rounds.is_multiple_of(40) {
-            b.expire_retained(now);
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! The publish path: the retained store, local matching and delivery
+//! (one delivery per client; one member per shared group), and the
+//! cluster's plan for shared groups and remote forwarding.
+
+use super::{with_matches, Broker};
+use crate::auth::BoxFuture;
+use crate::config::SharedPolicy;
+use crate::session::{now_ms, Delivery, Enqueued, Message};
+use crate::trie::{ClientId, SharedMatch, SubEntry};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+impl Broker {
+    /// Retained messages matching a plain `filter`, expired ones left out.
+    pub fn retained_for(&self, filter: &str) -> Vec<(String, Arc<Message>)> {
+        let mut out = Vec::new();
+        self.retained.matching(filter, &mut out);
+        let now = now_ms();
+        out.retain(|(_, m)| !m.expired(now));
+        out
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Publishes `msg` on this node: updates the retained store, delivers
+    /// to local subscribers and forwards to remote routes. Returns the
+    /// number of local sessions it reached and the remote acknowledgement
+    /// to wait on (for QoS 1/2).
+    pub fn publish(&self, msg: Arc<Message>) -> (usize, Option<BoxFuture<'static, ()>>) {
+        if msg.retain && self.config.mqtt.retain_available {
+            self.store_retained(&msg);
+        }
+        with_matches(|m| {
+            self.subs.matches(&msg.topic, m);
+            let mut local = vec![true; m.shared.len()];
+            let remote = self.remote().forward(&msg, &m.shared, &mut local);
+            let mut n = self.deliver_direct(&msg, &mut m.direct);
+            for (group, keep) in m.shared.iter().zip(local) {
+                if keep {
+                    n += usize::from(self.deliver_shared(&msg, group));
+                }
+            }
+            (n, remote)
+        })
+    }
+
+    /// Delivers a message forwarded by another node: to local ordinary
+    /// subscribers if `direct`, and to one local member of each named
+    /// shared group `(group, filter)`. Neither forwarded again nor stored
+    /// as retained (the origin replicates retained messages separately).
+    pub fn deliver_forwarded(
+        &self,
+        msg: &Arc<Message>,
+        direct: bool,
+        shared: &[(Arc<str>, Arc<str>)],
+    ) -> usize {
+        with_matches(|m| {
+            self.subs.matches(&msg.topic, m);
+            let mut n = if direct {
+                self.deliver_direct(msg, &mut m.direct)
+            } else {
+                0
+            };
+            for group in m.shared.iter() {
+                if shared
+                    .iter()
+                    .any(|(g, f)| *g == group.group && *f == group.filter)
+                {
+                    n += usize::from(self.deliver_shared(msg, group));
+                }
+            }
+            n
+        })
+    }
+
+    fn store_retained(&self, msg: &Arc<Message>) {
+        if msg.payload.is_empty() {
+            if self.retained.remove(&msg.topic) {
+                self.metrics.retained.dec();
+            }
+        } else if self.retained.set(&msg.topic, msg.clone()) {
+            self.metrics.retained.inc();
+        }
+    }
+
+    /// Applies a retained message (or deletion, if the payload is empty)
+    /// replicated from another node. Concurrent writes converge: the last
+    /// writer by (timestamp, node name) wins. Returns whether it applied.
+    pub fn apply_retained(&self, msg: Arc<Message>) -> bool {
+        let key = |m: &Message| {
+            (
+                m.timestamp,
+                m.origin_node.clone().unwrap_or_else(|| self.node.clone()),
+            )
+        };
+        if let Some(current) = self.retained.get(&msg.topic) {
+            if key(&current) >= key(&msg) {
+                return false;
+            }
+        }
+        self.store_retained(&msg);
+        true
+    }
+
+    /// Every retained message, for a node that joins.
+    pub fn retained_snapshot(&self) -> Vec<Arc<Message>> {
+        // A visit of every entry (`#` would skip `$` topics).
+        let now = now_ms();
+        let mut all = Vec::new();
+        self.retained.retain_where(|_, m| {
+            if !m.expired(now) {
+                all.push(m.clone());
+            }
+            true
+        });
+        all
+    }
+
+    /// One delivery per client however many of its subscriptions match:
+    /// the highest QoS, and (5.0) every subscription identifier.
+    fn deliver_direct(&self, msg: &Arc<Message>, direct: &mut [(ClientId, SubEntry)]) -> usize {
+        direct.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut n = 0;
+        for group in direct.chunk_by(|a, b| a.0 == b.0) {
+            let client = &group[0].0;
+            let mut qos = None;
+            let mut retain = false;
+            let mut sub_ids = Vec::new();
+            for (_, e) in group {
+                if e.options.no_local && msg.origin.as_ref() == Some(client) {
+                    continue;
+                }
+                qos = qos.max(Some(msg.qos.min(e.options.qos)));
+                retain |= e.options.retain_as_published && msg.retain;
+                sub_ids.extend(e.identifier);
+            }
+            if let Some(qos) = qos {
+                let d = Delivery {
+                    msg: msg.clone(),
+                    qos,
+                    retain,
+                    sub_ids,
+                };
+                n += usize::from(self.deliver(client, d));
+            }
+        }
+        n
+    }
+
+    /// Exactly one member of a shared group gets the message: by the
+    /// configured policy, among online members when there are any.
+    fn deliver_shared(&self, msg: &Arc<Message>, group: &SharedMatch) -> bool {
+        let members = &group.members;
+        if members.is_empty() {
+            return false;
+        }
+        let start = match self.config.mqtt.shared_subscription_policy {
+            SharedPolicy::Random => rand::random::<usize>(),
+            SharedPolicy::RoundRobin | SharedPolicy::PreferLocal => self
+                .shared_rr
+                .entry((group.group.clone(), group.filter.clone()))
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed),
+        } % members.len();
+        let pick = (0..members.len())
+            .map(|i| &members[(start + i) % members.len()])
+            .find(|(c, _)| self.session(c).is_some_and(|s| s.is_online()))
+            .unwrap_or(&members[start]);
+        let (client, e) = pick;
+        let d = Delivery {
+            msg: msg.clone(),
+            qos: msg.qos.min(e.options.qos),
+            retain: e.options.retain_as_published && msg.retain,
+            sub_ids: e.identifier.into_iter().collect(),
+        };
+        self.deliver(client, d)
+    }
+
+    /// Queues `d` for `client`'s session and wakes its connection.
+    pub fn deliver(&self, client: &str, d: Delivery) -> bool {
+        let Some(cell) = self.session(client) else {
+            return false;
+        };
+        let mut st = cell.state.lock();
+        if st.ended {
+            return false;
+        }
+        let online = st.owner.is_some();
+        let limit = if online {
+            self.config.mqtt.max_online_messages
+        } else {
+            self.config.mqtt.max_offline_messages
+        };
+        let outcome = st
+            .data
+            .enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
+        drop(st);
+        match outcome {
+            Enqueued::Queued => {
+                if online {
+                    cell.notify.notify_one();
+                }
+                true
+            }
+            Enqueued::Dropped => {
+                self.metrics.queue_drops.inc();
+                tracing::debug!(client_id = %client, "queue full, message dropped");
+                true
+            }
+            Enqueued::Skipped => false,
+        }
+    }
+}
