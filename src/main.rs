@@ -1,14 +1,20 @@
 //! The `tern` binary: parse flags, load configuration, run the server until
-//! SIGTERM or SIGINT, shut down gracefully. Everything else lives in
-//! `tern-broker`.
+//! SIGTERM or SIGINT, shut down gracefully (leaving the cluster first).
+//! Everything else lives in `tern-broker` and `tern-cluster`; `tern admin`
+//! talks to a running node (`admin_cli`).
 
-use clap::Parser;
+mod admin_cli;
+
+use clap::{Parser, Subcommand};
 use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tern_broker::config::{Config, ProcessEnv};
+use std::sync::Arc;
+use std::time::Duration;
 use tern_broker::server::{Server, ServerError};
+use tern_cluster::{Cluster, ClusterOptions, StaticPeers, TcpTransport};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -35,6 +41,58 @@ struct Args {
     /// After binding, write the bound addresses as JSON to this file.
     #[arg(long, value_name = "PATH", env = "TERN_BOUND_ADDRS_FILE")]
     bound_addrs_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Talk to a running node's admin API.
+    Admin {
+        #[command(subcommand)]
+        what: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Cluster membership.
+    Cluster {
+        #[command(subcommand)]
+        what: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Show this node and its peers (Node | State | Incarnation | Since | RTT).
+    Show {
+        /// Admin API of the node to ask.
+        #[arg(long, default_value = "http://127.0.0.1:8888")]
+        url: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn run_command(command: Command) -> ExitCode {
+    let Command::Admin {
+        what: AdminCommand::Cluster {
+            what: ClusterCommand::Show { url, json },
+        },
+    } = command;
+    match admin_cli::cluster_show(&url, json).await {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tern: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// An error and its causes on one line.
@@ -65,12 +123,13 @@ fn server_exit_code(err: &ServerError) -> u8 {
 
 /// Writes `{"tcp":…,"tls":…,"admin":…}` via a temporary file and a rename,
 /// so a reader never sees a partial file.
-fn write_bound_addrs(path: &Path, server: &Server) -> std::io::Result<()> {
+fn write_bound_addrs(path: &Path, server: &Server, cluster: Option<&str>) -> std::io::Result<()> {
     let show = |a: Option<SocketAddr>| a.map(|a| a.to_string());
     let json = serde_json::json!({
         "tcp": show(server.tcp_addr()),
         "tls": show(server.tls_addr()),
         "admin": show(server.admin_addr()),
+        "cluster": cluster,
     });
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp.{}", std::process::id()));
@@ -109,6 +168,9 @@ impl StopSignals {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(command) = args.command {
+        return run_command(command).await;
+    }
     if args.print_default_config {
         print!("{}", Config::default_toml());
         return ExitCode::SUCCESS;
@@ -129,6 +191,9 @@ async fn main() -> ExitCode {
                 return fail(EXIT_CONFIG, "configuration error", &e);
             }
         }
+        if let Err(e) = tern_cluster::transport::MeshTls::from_config(&config.cluster.tls) {
+            return fail(EXIT_CONFIG, "configuration error", &e);
+        }
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
@@ -137,23 +202,56 @@ async fn main() -> ExitCode {
         Ok(signals) => signals,
         Err(e) => return fail(1, "cannot install signal handlers", &e),
     };
-    let server = match Server::start(config).await {
+    let cluster = match config.cluster.enabled {
+        true => match Cluster::new(ClusterOptions::from_config(&config), Arc::new(TcpTransport)) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(EXIT_CONFIG, "configuration error", &e),
+        },
+        false => None,
+    };
+    let peers = config.cluster.peers.clone();
+    let grace = Duration::from_secs(config.shutdown.grace_period_secs);
+    let server = match Server::start_with(config, |broker| {
+        if let Some(c) = &cluster {
+            c.attach(broker);
+        }
+    })
+    .await
+    {
         Ok(server) => server,
         Err(e) => return fail(server_exit_code(&e), "cannot start", &e),
     };
+    let mut cluster_addr = None;
+    if let Some(c) = &cluster {
+        match c.start(None, Arc::new(StaticPeers::new(peers))).await {
+            Ok(addr) => cluster_addr = Some(addr),
+            Err(e) => {
+                let _ = server.shutdown().await;
+                return fail(1, "cannot start the cluster mesh", &e);
+            }
+        }
+    }
     tracing::info!(
         tcp = ?server.tcp_addr(),
         tls = ?server.tls_addr(),
         admin = ?server.admin_addr(),
+        cluster = ?cluster_addr,
         "tern listening"
     );
     if let Some(path) = &args.bound_addrs_file {
-        if let Err(e) = write_bound_addrs(path, &server) {
+        if let Err(e) = write_bound_addrs(path, &server, cluster_addr.as_deref()) {
+            if let Some(c) = &cluster {
+                c.shutdown().await;
+            }
             let _ = server.shutdown().await;
             return fail(1, &format!("cannot write {}", path.display()), &e);
         }
     }
     signals.wait(&server).await;
+    if let Some(c) = &cluster {
+        // Peers drop this node's routes at once instead of after the grace.
+        c.leave(grace.min(Duration::from_secs(2))).await;
+    }
     match server.shutdown().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, "shutdown failed", &e),

@@ -1,7 +1,9 @@
-//! The admin HTTP listener: `GET /health` and `GET /metrics`.
+//! The admin HTTP listener: `GET /health`, `GET /metrics` and
+//! `GET /api/v1/cluster/show`.
 //!
 //! [`router`] needs no socket, so tests drive it with `tower::ServiceExt`.
 
+use crate::broker::Broker;
 use crate::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -9,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Content type of `/metrics`: prometheus-client emits OpenMetrics text.
@@ -55,6 +58,36 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// Listener liveness.
     pub health: Health,
+    /// The broker, for cluster membership; `None` in tests of the other routes.
+    pub broker: Option<Arc<Broker>>,
+}
+
+/// One peer in [`ClusterShow`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerShow {
+    /// Peer node name.
+    pub node: String,
+    /// Address dialed.
+    pub address: String,
+    /// `"up"` or `"down"`.
+    pub state: String,
+    /// When the state last changed, ms since the Unix epoch.
+    pub since_ms: u64,
+    /// The peer's incarnation (0 if never seen).
+    pub incarnation: u64,
+    /// Last heartbeat round trip, ms.
+    pub rtt_ms: Option<f64>,
+}
+
+/// `GET /api/v1/cluster/show`: this node and its peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterShow {
+    /// This node's name.
+    pub node: String,
+    /// This node's incarnation (0 for a single node).
+    pub incarnation: u64,
+    /// Known peers, by name.
+    pub peers: Vec<PeerShow>,
 }
 
 /// The admin routes.
@@ -62,7 +95,20 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/api/v1/cluster/show", get(cluster_show))
         .with_state(state)
+}
+
+async fn cluster_show(State(state): State<AdminState>) -> Response {
+    let Some(broker) = state.broker else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let show = broker.remote().show().unwrap_or_else(|| ClusterShow {
+        node: broker.node_name().to_string(),
+        incarnation: 0,
+        peers: Vec::new(),
+    });
+    Json(show).into_response()
 }
 
 async fn health(State(state): State<AdminState>) -> Response {
@@ -113,6 +159,7 @@ mod tests {
         AdminState {
             metrics: Metrics::default(),
             health: Health::default(),
+            broker: None,
         }
     }
 
@@ -148,6 +195,19 @@ mod tests {
         assert!(body.contains("tern_connections 3"), "{body}");
         assert!(body.contains("tern_connections_refused_total 1"), "{body}");
         assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn single_node_cluster_show_lists_itself_without_peers() {
+        let mut config = crate::config::Config::default();
+        config.node.name = "solo".into();
+        let mut s = state();
+        s.broker = Some(Broker::new(Arc::new(config), Metrics::default()));
+        let (status, _, body) = get(s, "/api/v1/cluster/show").await;
+        assert_eq!(status, StatusCode::OK);
+        let show: ClusterShow = serde_json::from_str(&body).expect("json");
+        assert_eq!(show.node, "solo");
+        assert!(show.peers.is_empty());
     }
 
     #[tokio::test]

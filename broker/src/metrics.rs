@@ -36,6 +36,25 @@ pub struct Metrics {
     pub sessions: Gauge,
     /// Protocol errors and malformed packets seen.
     pub protocol_errors: Counter,
+    /// The cluster mesh (all zero on a single node).
+    pub cluster: ClusterMetrics,
+}
+
+/// Metrics of the cluster mesh, updated by `tern-cluster`.
+#[derive(Clone, Default)]
+pub struct ClusterMetrics {
+    /// Peers with a live link.
+    pub peers_up: Gauge,
+    /// Messages forwarded to other nodes (one per target node).
+    pub forwarded_messages: Counter,
+    /// Payload bytes forwarded to other nodes.
+    pub forwarded_bytes: Counter,
+    /// Messages waiting in per-peer retry buffers.
+    pub buffered_messages: Gauge,
+    /// Messages dropped: retry buffer full, or a peer gone past its grace.
+    pub dropped_messages: Counter,
+    /// Full route snapshots applied after a gap, a new link or a restart.
+    pub resyncs: Counter,
 }
 
 impl Metrics {
@@ -87,6 +106,33 @@ impl Metrics {
             "protocol_errors",
             "Malformed packets and protocol violations",
             m.protocol_errors,
+        );
+        let c = m.cluster;
+        registry.register("cluster_peers_up", "Cluster peers with a live link", c.peers_up);
+        registry.register(
+            "cluster_forwarded_messages",
+            "Messages forwarded to other nodes",
+            c.forwarded_messages,
+        );
+        registry.register(
+            "cluster_forwarded_bytes",
+            "Payload bytes forwarded to other nodes",
+            c.forwarded_bytes,
+        );
+        registry.register(
+            "cluster_buffered_messages",
+            "Messages buffered for unreachable or slow peers",
+            c.buffered_messages,
+        );
+        registry.register(
+            "cluster_dropped_messages",
+            "Messages dropped by the cluster (buffer full, peer gone)",
+            c.dropped_messages,
+        );
+        registry.register(
+            "cluster_resyncs",
+            "Full route snapshots applied",
+            c.resyncs,
         );
         let mut out = String::new();
         // Writing into a String cannot fail.

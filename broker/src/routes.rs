@@ -70,6 +70,12 @@ pub trait RemoteRoutes: Send + Sync + 'static {
     fn allows(&self, _op: Operation) -> bool {
         true
     }
+
+    /// The cluster's membership as the admin API shows it; `None` for a
+    /// single node.
+    fn show(&self) -> Option<crate::admin::ClusterShow> {
+        None
+    }
 }
 
 /// No other nodes.

@@ -189,6 +189,7 @@ impl Server {
             let state = AdminState {
                 metrics: metrics.clone(),
                 health: health.clone(),
+                broker: Some(broker.clone()),
             };
             let stop = shutdown.clone().cancelled_owned();
             tokio::spawn(async move {

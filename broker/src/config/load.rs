@@ -153,7 +153,23 @@ impl Config {
                       # Every key is optional. Override any key from the environment with\n\
                       # TERN_SECTION__KEY=value, e.g. TERN_MQTT__MAX_PACKET_SIZE=2048.\n\
                       # Unset optional keys: listeners.tls.cert, listeners.tls.key,\n\
-                      # listeners.tls.ca (PEM file paths).\n\n";
+                      # listeners.tls.ca, cluster.tls.cert, cluster.tls.key, cluster.tls.ca\n\
+                      # (PEM file paths).\n\
+                      #\n\
+                      # [cluster]: the gRPC mesh that makes nodes one broker (disabled by default).\n\
+                      #   enabled: join a cluster (needs a non-empty secret).\n\
+                      #   bind: mesh listener address (port 0 picks one).\n\
+                      #   peers: peer mesh addresses \"host:port\" to dial; from the environment a\n\
+                      #     comma-separated string, e.g. TERN_CLUSTER__PEERS=10.0.0.2:44053,10.0.0.3:44053.\n\
+                      #   secret: shared secret sent on every mesh RPC.\n\
+                      #   heartbeat_ms: heartbeat interval on each link.\n\
+                      #   peer_timeout_ms: a peer is down after this long without traffic.\n\
+                      #   route_grace_secs: routes of an unreachable peer are kept this long.\n\
+                      #   buffer_max_messages: messages buffered per unreachable peer (overflow dropped, counted).\n\
+                      #   allow_register_during_netsplit, allow_publish_during_netsplit,\n\
+                      #   allow_subscribe_during_netsplit: accept CONNECT / PUBLISH / SUBSCRIBE\n\
+                      #     while a known peer is unreachable.\n\
+                      #   tls.enabled, tls.cert, tls.key, tls.ca: mutual TLS between nodes.\n\n";
         match toml::to_string(&Config::default()) {
             Ok(body) => format!("{header}{body}"),
             // Unreachable for the plain data in `Config`, but never panic.
@@ -226,6 +242,36 @@ impl Config {
                 "required when require_client_cert is set".into(),
             );
         }
+        let cl = &self.cluster;
+        if cl.enabled {
+            if cl.secret.is_empty() {
+                return invalid(
+                    "cluster.secret",
+                    "required (non-empty) when the cluster is enabled".into(),
+                );
+            }
+            if cl.heartbeat_ms == 0 {
+                return invalid("cluster.heartbeat_ms", "must be at least 1".into());
+            }
+            if cl.peer_timeout_ms <= cl.heartbeat_ms {
+                return invalid(
+                    "cluster.peer_timeout_ms",
+                    format!("must exceed heartbeat_ms ({})", cl.heartbeat_ms),
+                );
+            }
+            if cl.buffer_max_messages == 0 {
+                return invalid("cluster.buffer_max_messages", "must be at least 1".into());
+            }
+            if let Some(bad) = cl.peers.iter().find(|p| !valid_peer(p)) {
+                return invalid("cluster.peers", format!("{bad:?} is not host:port"));
+            }
+            if cl.tls.enabled {
+                let why = "cluster.tls is enabled";
+                check_file("cluster.tls.cert", cl.tls.cert.as_deref(), why)?;
+                check_file("cluster.tls.key", cl.tls.key.as_deref(), why)?;
+                check_file("cluster.tls.ca", cl.tls.ca.as_deref(), why)?;
+            }
+        }
         // Two listeners on one fixed address would fail at bind time with a
         // less helpful message.
         let mut binds = Vec::new();
@@ -237,6 +283,9 @@ impl Config {
         }
         if self.admin.enabled {
             binds.push(("admin.bind", self.admin.bind));
+        }
+        if cl.enabled {
+            binds.push(("cluster.bind", cl.bind));
         }
         for (i, (key, addr)) in binds.iter().enumerate() {
             if addr.port() != 0 && binds[..i].iter().any(|(_, other)| other == addr) {
@@ -256,6 +305,14 @@ impl Config {
             .and_then(|h| h.into_string().ok())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "tern".to_string())
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port.
+fn valid_peer(peer: &str) -> bool {
+    match peer.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Shutdown behaviour.
     pub shutdown: ShutdownConfig,
+    /// The cluster mesh (disabled: a single node).
+    pub cluster: ClusterConfig,
 }
 
 /// Node identity.
@@ -243,4 +245,91 @@ impl Default for ShutdownConfig {
             grace_period_secs: 10,
         }
     }
+}
+
+/// The cluster mesh: gRPC links to every peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Join a cluster at all; needs a non-empty `secret`.
+    pub enabled: bool,
+    /// Address of the mesh's gRPC listener (port 0 picks one).
+    pub bind: SocketAddr,
+    /// Peer addresses (`host:port`) to dial. From the environment a
+    /// comma-separated string is accepted too.
+    #[serde(deserialize_with = "peers_list")]
+    pub peers: Vec<String>,
+    /// Shared secret every node presents on every mesh RPC.
+    pub secret: String,
+    /// Interval between heartbeats on a link, milliseconds.
+    pub heartbeat_ms: u64,
+    /// A peer is down after this long without traffic, milliseconds.
+    pub peer_timeout_ms: u64,
+    /// Routes of an unreachable peer are kept (and messages for it
+    /// buffered) this long, seconds.
+    pub route_grace_secs: u64,
+    /// Messages buffered per peer while it is unreachable or slow to ack;
+    /// beyond this they are dropped and counted.
+    pub buffer_max_messages: usize,
+    /// Accept a CONNECT while some known peer is unreachable.
+    pub allow_register_during_netsplit: bool,
+    /// Accept a PUBLISH while some known peer is unreachable.
+    pub allow_publish_during_netsplit: bool,
+    /// Accept a SUBSCRIBE while some known peer is unreachable.
+    pub allow_subscribe_during_netsplit: bool,
+    /// Mutual TLS between nodes.
+    pub tls: ClusterTlsConfig,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            bind: SocketAddr::from(([0, 0, 0, 0], 44053)),
+            peers: Vec::new(),
+            secret: String::new(),
+            heartbeat_ms: 1000,
+            peer_timeout_ms: 5000,
+            route_grace_secs: 60,
+            buffer_max_messages: 100_000,
+            allow_register_during_netsplit: true,
+            allow_publish_during_netsplit: true,
+            allow_subscribe_during_netsplit: true,
+            tls: ClusterTlsConfig::default(),
+        }
+    }
+}
+
+/// Mutual TLS on the mesh: each side presents `cert`/`key` and verifies
+/// the other against `ca`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterTlsConfig {
+    /// Use mTLS on the mesh; needs `cert`, `key` and `ca`.
+    pub enabled: bool,
+    /// PEM certificate chain of this node.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of this node.
+    pub key: Option<PathBuf>,
+    /// PEM CA bundle peers' certificates must chain to.
+    pub ca: Option<PathBuf>,
+}
+
+/// `peers` as a TOML array or a comma-separated string (from the environment).
+fn peers_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Peers {
+        List(Vec<String>),
+        Joined(String),
+    }
+    Ok(match Peers::deserialize(d)? {
+        Peers::List(list) => list,
+        Peers::Joined(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
 }

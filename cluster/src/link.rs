@@ -1,0 +1,348 @@
+//! The dialer's side of a link: connect (with backoff), say Hello, send
+//! the initial sync (route snapshot, retained snapshot, connected
+//! clients), then stream route deltas, outbox batches and heartbeats while
+//! reading acks, heartbeat replies and snapshot requests.
+
+use crate::convert::message_to_pb;
+use crate::local::Catchup;
+use crate::node::{Inner, Peer};
+use crate::pb::frame::Kind;
+use crate::pb::mesh_client::MeshClient;
+use crate::{pb, PROTOCOL_VERSION};
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tern_broker::session::now_ms;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::{MetadataValue, BinaryMetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tracing::{debug, info, warn};
+
+/// Metadata key of the shared secret.
+pub(crate) const SECRET_KEY: &str = "x-tern-secret-bin";
+
+/// Envelopes per `PublishBatch`.
+const BATCH: usize = 256;
+/// Retained messages per `RetainedSnapshot` frame.
+const RETAINED_CHUNK: usize = 512;
+
+/// Adds the shared secret to every request.
+#[derive(Clone)]
+pub(crate) struct AddSecret(BinaryMetadataValue);
+
+impl tonic::service::Interceptor for AddSecret {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert_bin(SECRET_KEY, self.0.clone());
+        Ok(req)
+    }
+}
+
+/// A mesh client that presents the secret.
+pub(crate) type Client = MeshClient<InterceptedService<Channel, AddSecret>>;
+
+fn frame(kind: Kind) -> pb::Frame {
+    pb::Frame { kind: Some(kind) }
+}
+
+/// Exponential backoff with jitter, 100 ms → 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Self::MAX);
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        d.mul_f64(jitter)
+    }
+}
+
+enum Outcome {
+    /// The address is this node.
+    Itself,
+    /// The link was up, then ended.
+    WasUp,
+    /// It never came up.
+    Failed,
+}
+
+/// Dials `addr` until `stop`, reconnecting with backoff.
+pub(crate) async fn run(inner: Arc<Inner>, addr: String, stop: CancellationToken) {
+    let mut backoff = Backoff(Backoff::MIN);
+    loop {
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            o = connect(&inner, &addr, &stop) => o,
+        };
+        match outcome {
+            Outcome::Itself => {
+                debug!(%addr, "peer address is this node; not dialing it");
+                return;
+            }
+            Outcome::WasUp => backoff = Backoff(Backoff::MIN),
+            Outcome::Failed => {}
+        }
+        if inner.leaving.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next()) => {}
+        }
+    }
+}
+
+async fn channel(inner: &Inner, addr: &str) -> Result<Client, tonic::transport::Error> {
+    let scheme = if inner.tls.is_some() { "https" } else { "http" };
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(inner.heartbeat())
+        .keep_alive_while_idle(true);
+    if let Some(tls) = &inner.tls {
+        endpoint = endpoint.tls_config(tls.client.clone().domain_name(host))?;
+    }
+    let transport = inner.transport.clone();
+    let target = addr.to_string();
+    let connector = tower::service_fn(move |_| {
+        let fut = transport.connect(&target);
+        async move { fut.await.map(TokioIo::new) }
+    });
+    let channel = endpoint.connect_with_connector(connector).await?;
+    let secret = MetadataValue::from_bytes(inner.cfg.secret.as_bytes());
+    Ok(MeshClient::with_interceptor(channel, AddSecret(secret))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+async fn connect(inner: &Arc<Inner>, addr: &str, stop: &CancellationToken) -> Outcome {
+    let client = match channel(inner, addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(%addr, error = %e, "cannot reach peer");
+            return Outcome::Failed;
+        }
+    };
+    let (tx, rx) = mpsc::channel::<pb::Frame>(1024);
+    let hello = pb::Hello {
+        node: inner.node.to_string(),
+        incarnation: inner.incarnation,
+        protocol_version: PROTOCOL_VERSION,
+        advertise: inner.bound.get().cloned().unwrap_or_default(),
+    };
+    let _ = tx.send(frame(Kind::Hello(hello))).await;
+    let mut streaming = client.clone();
+    let call = tokio::time::timeout(inner.peer_timeout(), streaming.link(ReceiverStream::new(rx)));
+    let mut inbound = match call.await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(status)) if status.code() == Code::Unauthenticated => {
+            warn!(%addr, "peer refused the cluster secret");
+            return Outcome::Failed;
+        }
+        Ok(Err(status)) => {
+            debug!(%addr, %status, "link refused");
+            return Outcome::Failed;
+        }
+        Err(_) => return Outcome::Failed,
+    };
+    let hello = match tokio::time::timeout(inner.peer_timeout(), inbound.message()).await {
+        Ok(Ok(Some(pb::Frame {
+            kind: Some(Kind::Hello(h)),
+        }))) => h,
+        _ => return Outcome::Failed,
+    };
+    if hello.node == *inner.node {
+        return if hello.incarnation == inner.incarnation {
+            Outcome::Itself
+        } else {
+            warn!(%addr, "a node with this node's name answered");
+            Outcome::Failed
+        };
+    }
+    let name: Arc<str> = Arc::from(hello.node.as_str());
+    let peer = inner.peer(&name);
+    let link_id = inner.next_link.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut st = peer.state.lock();
+        if st.link.is_some() {
+            debug!(peer = %name, %addr, "already linked through another address");
+            return Outcome::Failed;
+        }
+        st.link = Some(link_id);
+        st.up = true;
+        st.left = false;
+        st.since_ms = now_ms();
+        st.down_at = None;
+        st.address = addr.to_string();
+        st.incarnation = hello.incarnation;
+        st.client = Some(client);
+        st.tx = Some(tx.clone());
+    }
+    peer.outbox.lock().rewind();
+    inner.refresh_gauges();
+    info!(peer = %name, %addr, incarnation = hello.incarnation, "peer up");
+    let result = serve(inner, &peer, &tx, &mut inbound, stop).await;
+    {
+        let mut st = peer.state.lock();
+        if st.link == Some(link_id) {
+            st.link = None;
+            st.up = false;
+            st.since_ms = now_ms();
+            st.down_at = Some(Instant::now());
+            st.client = None;
+            st.tx = None;
+        }
+    }
+    peer.outbox.lock().rewind();
+    inner.refresh_gauges();
+    info!(peer = %name, %addr, reason = result, "peer down");
+    Outcome::WasUp
+}
+
+/// Sends the initial sync; then the link's loop until it fails.
+async fn serve(
+    inner: &Arc<Inner>,
+    peer: &Arc<Peer>,
+    tx: &mpsc::Sender<pb::Frame>,
+    inbound: &mut tonic::Streaming<pb::Frame>,
+    stop: &CancellationToken,
+) -> &'static str {
+    let mut routes = inner.routes_tx.subscribe();
+    let mut known = None;
+    if send_routes(inner, tx, &mut known).await.is_err() || initial(inner, tx).await.is_err() {
+        return "send failed";
+    }
+    let mut heartbeat = tokio::time::interval(inner.heartbeat());
+    let mut last_rx = Instant::now();
+    loop {
+        let sent = tokio::select! {
+            _ = stop.cancelled() => return "stopped",
+            _ = heartbeat.tick() => {
+                if last_rx.elapsed() > inner.peer_timeout() {
+                    return "heartbeat timeout";
+                }
+                let sent_us = inner.epoch.elapsed().as_micros() as u64;
+                tx.send(frame(Kind::Heartbeat(pb::Heartbeat { sent_us }))).await.is_ok()
+            }
+            r = routes.changed() => r.is_ok() && send_routes(inner, tx, &mut known).await.is_ok(),
+            _ = peer.notify.notified() => drain(peer, tx).await,
+            f = inbound.message() => match f {
+                Ok(Some(f)) => {
+                    last_rx = Instant::now();
+                    on_reply(inner, peer, f, &mut known);
+                    if known.is_none() && send_routes(inner, tx, &mut known).await.is_err() {
+                        return "send failed";
+                    }
+                    true
+                }
+                Ok(None) => return "closed by peer",
+                Err(_) => return "stream error",
+            },
+        };
+        if !sent {
+            return "send failed";
+        }
+    }
+}
+
+fn on_reply(inner: &Inner, peer: &Peer, f: pb::Frame, known: &mut Option<u64>) {
+    match f.kind {
+        Some(Kind::HeartbeatAck(h)) => {
+            let now = inner.epoch.elapsed().as_micros() as u64;
+            let rtt = Duration::from_micros(now.saturating_sub(h.sent_us));
+            peer.state.lock().rtt = Some(rtt);
+        }
+        Some(Kind::Ack(a)) => {
+            peer.outbox.lock().ack(a.upto);
+        }
+        Some(Kind::SnapshotRequest(_)) => *known = None,
+        _ => {}
+    }
+}
+
+async fn drain(peer: &Peer, tx: &mpsc::Sender<pb::Frame>) -> bool {
+    loop {
+        let (batch, more) = {
+            let mut o = peer.outbox.lock();
+            let b = o.next_batch(BATCH);
+            (b, o.has_unsent())
+        };
+        if batch.is_empty() {
+            return true;
+        }
+        let f = frame(Kind::PublishBatch(pb::PublishBatch { envelopes: batch }));
+        if tx.send(f).await.is_err() {
+            return false;
+        }
+        if !more {
+            return true;
+        }
+    }
+}
+
+async fn send_routes(
+    inner: &Inner,
+    tx: &mpsc::Sender<pb::Frame>,
+    known: &mut Option<u64>,
+) -> Result<(), ()> {
+    let catchup = inner.local.lock().catch_up(*known);
+    let incarnation = inner.incarnation;
+    match catchup {
+        Catchup::Current => Ok(()),
+        Catchup::Deltas(deltas) => {
+            for d in deltas {
+                let v = d.version;
+                let f = frame(Kind::RouteDelta(pb::RouteDelta {
+                    incarnation,
+                    version: d.version,
+                    filter: d.filter,
+                    added: d.added,
+                }));
+                tx.send(f).await.map_err(drop)?;
+                *known = Some(v);
+            }
+            Ok(())
+        }
+        Catchup::Snapshot { version, filters } => {
+            let f = frame(Kind::RouteSnapshot(pb::RouteSnapshot {
+                incarnation,
+                version,
+                filters,
+            }));
+            tx.send(f).await.map_err(drop)?;
+            *known = Some(version);
+            Ok(())
+        }
+    }
+}
+
+/// Retained snapshot and connected clients, sent when a link comes up.
+async fn initial(inner: &Inner, tx: &mpsc::Sender<pb::Frame>) -> Result<(), ()> {
+    let Some(broker) = inner.broker() else {
+        return Ok(());
+    };
+    let retained = broker.retained_snapshot();
+    for chunk in retained.chunks(RETAINED_CHUNK) {
+        let messages = chunk.iter().map(|m| message_to_pb(m, &inner.node)).collect();
+        let f = frame(Kind::RetainedSnapshot(pb::RetainedSnapshot { messages }));
+        tx.send(f).await.map_err(drop)?;
+    }
+    let clients = broker
+        .connected_clients()
+        .into_iter()
+        .map(|(id, at)| pb::ConnectedClient {
+            client_id: id.to_string(),
+            connected_at: at,
+        })
+        .collect();
+    let f = frame(Kind::ConnectedClients(pb::ConnectedClients { clients }));
+    tx.send(f).await.map_err(drop)
+}

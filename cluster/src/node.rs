@@ -1,0 +1,432 @@
+//! [`Cluster`]: this node's membership in the mesh. It owns the route
+//! tables, the per-peer outboxes and the tasks (listener, one link per
+//! peer address, the reaper of peers past their grace), and implements the
+//! broker's [`RemoteRoutes`] seam.
+
+use crate::dedup::Dedup;
+use crate::local::LocalRoutes;
+use crate::outbox::Outbox;
+use crate::pb;
+use crate::peers::PeerSource;
+use crate::remote::RemoteTable;
+use crate::transport::{MeshTls, Transport};
+use crate::{Error, Result};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+use tern_broker::admin::{ClusterShow, PeerShow};
+use tern_broker::broker::Broker;
+use tern_broker::config::{ClusterConfig, Config, SharedPolicy};
+use tern_broker::metrics::ClusterMetrics;
+use tern_broker::session::now_ms;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Everything a [`Cluster`] needs besides its transport and peer source.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// This node's name.
+    pub node: String,
+    /// `[cluster]`.
+    pub cluster: ClusterConfig,
+    /// `mqtt.shared_subscription_policy`.
+    pub shared_policy: SharedPolicy,
+    /// `mqtt.retain_available`.
+    pub retain_available: bool,
+    /// Fixed incarnation (tests); `None` draws a new one.
+    pub incarnation: Option<u64>,
+}
+
+impl ClusterOptions {
+    /// Options from the node's configuration.
+    pub fn from_config(config: &Config) -> ClusterOptions {
+        ClusterOptions {
+            node: config.node_name(),
+            cluster: config.cluster.clone(),
+            shared_policy: config.mqtt.shared_subscription_policy,
+            retain_available: config.mqtt.retain_available,
+            incarnation: None,
+        }
+    }
+}
+
+/// A fresh incarnation: start time in ms, times 1024, plus 10 random bits,
+/// so a restarted node's incarnation is greater than its previous one.
+pub fn new_incarnation() -> u64 {
+    now_ms()
+        .saturating_mul(1024)
+        .saturating_add(rand::random::<u64>() % 1024)
+}
+
+/// Link-level state of one peer, by name.
+pub(crate) struct PeerState {
+    pub address: String,
+    pub up: bool,
+    pub since_ms: u64,
+    pub down_at: Option<Instant>,
+    pub incarnation: u64,
+    pub rtt: Option<Duration>,
+    pub client: Option<crate::link::Client>,
+    pub tx: Option<mpsc::Sender<pb::Frame>>,
+    pub link: Option<u64>,
+    /// Left gracefully: not counted as down.
+    pub left: bool,
+}
+
+/// One peer: its link state and its outbox.
+pub(crate) struct Peer {
+    pub name: Arc<str>,
+    pub state: Mutex<PeerState>,
+    pub outbox: Mutex<Outbox<pb::Envelope>>,
+    pub notify: Notify,
+}
+
+/// What this node knows about a peer's links to it.
+pub(crate) struct Inbound {
+    pub incarnation: u64,
+    pub links: usize,
+    pub down_at: Option<Instant>,
+    pub dedup: Dedup,
+}
+
+pub(crate) struct Inner {
+    pub node: Arc<str>,
+    pub incarnation: u64,
+    pub cfg: ClusterConfig,
+    pub policy: SharedPolicy,
+    pub retain_available: bool,
+    pub broker: OnceLock<Weak<Broker>>,
+    pub metrics: OnceLock<ClusterMetrics>,
+    pub local: Mutex<LocalRoutes>,
+    pub routes_tx: watch::Sender<u64>,
+    pub remote: RemoteTable,
+    pub peers: Mutex<HashMap<Arc<str>, Arc<Peer>>>,
+    pub links: Mutex<HashMap<String, CancellationToken>>,
+    pub inbound: Mutex<HashMap<Arc<str>, Inbound>>,
+    pub shared_rr: Mutex<HashMap<(Arc<str>, Arc<str>), usize>>,
+    pub transport: Arc<dyn Transport>,
+    pub tls: Option<MeshTls>,
+    pub shutdown: CancellationToken,
+    /// Set by a graceful leave: links end instead of reconnecting.
+    pub leaving: CancellationToken,
+    pub link_tasks: TaskTracker,
+    pub tasks: TaskTracker,
+    pub epoch: Instant,
+    /// The mesh listener's bound address, announced in Hello.
+    pub bound: OnceLock<String>,
+    pub next_link: std::sync::atomic::AtomicU64,
+}
+
+impl Inner {
+    pub fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker.get().and_then(Weak::upgrade)
+    }
+
+    pub fn metrics(&self) -> ClusterMetrics {
+        self.metrics.get().cloned().unwrap_or_default()
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.cfg.heartbeat_ms.max(1))
+    }
+
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.peer_timeout_ms.max(2))
+    }
+
+    /// How long a QoS 1/2 publisher waits for a peer's ack before relying
+    /// on the retry buffer.
+    pub fn ack_timeout(&self) -> Duration {
+        self.peer_timeout().min(Duration::from_secs(2))
+    }
+
+    /// The peer named `name`, created (down, empty) on first use.
+    pub fn peer(&self, name: &Arc<str>) -> Arc<Peer> {
+        let mut peers = self.peers.lock();
+        peers
+            .entry(name.clone())
+            .or_insert_with(|| {
+                Arc::new(Peer {
+                    name: name.clone(),
+                    state: Mutex::new(PeerState {
+                        address: String::new(),
+                        up: false,
+                        since_ms: now_ms(),
+                        down_at: Some(Instant::now()),
+                        incarnation: 0,
+                        rtt: None,
+                        client: None,
+                        tx: None,
+                        link: None,
+                        left: false,
+                    }),
+                    outbox: Mutex::new(Outbox::new(self.cfg.buffer_max_messages)),
+                    notify: Notify::new(),
+                })
+            })
+            .clone()
+    }
+
+    pub fn all_peers(&self) -> Vec<Arc<Peer>> {
+        self.peers.lock().values().cloned().collect()
+    }
+
+    /// Whether some known peer (not one that left) is unreachable.
+    pub fn partitioned(&self) -> bool {
+        self.all_peers().iter().any(|p| {
+            let st = p.state.lock();
+            !st.up && !st.left && !st.address.is_empty()
+        })
+    }
+
+    pub fn refresh_gauges(&self) {
+        let m = self.metrics();
+        let peers = self.all_peers();
+        let up = peers.iter().filter(|p| p.state.lock().up).count();
+        let buffered: usize = peers.iter().map(|p| p.outbox.lock().len()).sum();
+        m.peers_up.set(up as i64);
+        m.buffered_messages.set(buffered as i64);
+    }
+
+    /// Starts dialing `addr` unless it is dialed already.
+    pub fn dial(self: &Arc<Self>, addr: &str) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let mut links = self.links.lock();
+        if links.contains_key(addr) {
+            return;
+        }
+        let stop = self.shutdown.child_token();
+        links.insert(addr.to_string(), stop.clone());
+        let inner = self.clone();
+        let addr = addr.to_string();
+        self.link_tasks
+            .spawn(async move { crate::link::run(inner, addr, stop).await });
+    }
+
+    /// Stops dialing `addr`.
+    pub fn undial(&self, addr: &str) {
+        if let Some(t) = self.links.lock().remove(addr) {
+            t.cancel();
+        }
+    }
+
+    /// Drops the routes and the buffer of peers unreachable past the grace.
+    fn reap(&self) {
+        let grace = Duration::from_secs(self.cfg.route_grace_secs);
+        let expired: Vec<Arc<str>> = self
+            .inbound
+            .lock()
+            .iter()
+            .filter(|(_, i)| i.links == 0 && i.down_at.is_some_and(|t| t.elapsed() >= grace))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in expired {
+            self.inbound.lock().remove(&name);
+            let routes = self.remote.drop_node(&name);
+            let peer = self.peers.lock().get(&name).cloned();
+            let dropped = peer.map_or(0, |p| {
+                if p.state.lock().up {
+                    0
+                } else {
+                    p.outbox.lock().clear()
+                }
+            });
+            self.metrics().dropped_messages.inc_by(dropped as u64);
+            warn!(peer = %name, routes, dropped, "peer unreachable past its grace: routes dropped");
+        }
+        self.refresh_gauges();
+    }
+}
+
+/// This node's membership in the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Cluster {
+    /// A cluster member that has not started yet: call
+    /// [`attach`](Cluster::attach) with the broker, then [`start`](Cluster::start).
+    pub fn new(opts: ClusterOptions, transport: Arc<dyn Transport>) -> Result<Cluster> {
+        let tls = MeshTls::from_config(&opts.cluster.tls)?;
+        let incarnation = opts.incarnation.unwrap_or_else(new_incarnation);
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                node: Arc::from(opts.node),
+                incarnation,
+                policy: opts.shared_policy,
+                retain_available: opts.retain_available,
+                cfg: opts.cluster,
+                broker: OnceLock::new(),
+                metrics: OnceLock::new(),
+                local: Mutex::new(LocalRoutes::new()),
+                routes_tx: watch::Sender::new(0),
+                remote: RemoteTable::new(),
+                peers: Mutex::new(HashMap::new()),
+                links: Mutex::new(HashMap::new()),
+                inbound: Mutex::new(HashMap::new()),
+                shared_rr: Mutex::new(HashMap::new()),
+                transport,
+                tls,
+                shutdown: CancellationToken::new(),
+                leaving: CancellationToken::new(),
+                link_tasks: TaskTracker::new(),
+                tasks: TaskTracker::new(),
+                epoch: Instant::now(),
+                bound: OnceLock::new(),
+                next_link: std::sync::atomic::AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// Plugs the cluster into `broker` (from `Server::start_with`, before
+    /// any client is accepted). Returns false if the broker already had one.
+    pub fn attach(&self, broker: &Arc<Broker>) -> bool {
+        let _ = self.inner.broker.set(Arc::downgrade(broker));
+        let _ = self.inner.metrics.set(broker.metrics().cluster.clone());
+        {
+            let mut local = self.inner.local.lock();
+            for (filter, _) in broker.local_routes() {
+                local.add(&filter);
+            }
+            self.inner.routes_tx.send_replace(local.version());
+        }
+        broker.set_remote(Arc::new(self.clone()))
+    }
+
+    /// Binds the mesh listener on `cluster.bind` (or `bind`, if given),
+    /// serves it, and dials every address `peers` yields. Returns the bound
+    /// address.
+    pub async fn start(&self, bind: Option<&str>, peers: Arc<dyn PeerSource>) -> Result<String> {
+        let inner = &self.inner;
+        let addr = bind.map_or_else(|| inner.cfg.bind.to_string(), str::to_string);
+        let (bound, incoming) = inner
+            .transport
+            .bind(&addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let _ = inner.bound.set(bound.clone());
+        crate::service::spawn(inner.clone(), incoming);
+        let mut watch = peers.watch();
+        let weak = Arc::downgrade(inner);
+        let stop = inner.shutdown.clone();
+        inner.tasks.spawn(async move {
+            let mut previous: Vec<String> = Vec::new();
+            loop {
+                let wanted = watch.borrow_and_update().clone();
+                let Some(inner) = weak.upgrade() else { return };
+                for gone in previous.iter().filter(|a| !wanted.contains(a)) {
+                    inner.undial(gone);
+                }
+                for a in &wanted {
+                    inner.dial(a);
+                }
+                previous = wanted;
+                drop(inner);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = watch.changed() => if r.is_err() { return },
+                }
+            }
+        });
+        let weak = Arc::downgrade(inner);
+        let stop = inner.shutdown.clone();
+        inner.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => match weak.upgrade() {
+                        Some(inner) => inner.reap(),
+                        None => return,
+                    },
+                }
+            }
+        });
+        info!(node = %inner.node, incarnation = inner.incarnation, addr = %bound, "cluster mesh listening");
+        Ok(bound)
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// Routes held for `node` (tests, diagnostics).
+    pub fn routes_of(&self, node: &str) -> Vec<String> {
+        self.inner.remote.routes_of(node)
+    }
+
+    /// The incarnation whose routes are held for `node`.
+    pub fn route_incarnation(&self, node: &str) -> Option<u64> {
+        self.inner.remote.incarnation(node)
+    }
+
+    /// Membership as the admin API shows it.
+    pub fn show(&self) -> ClusterShow {
+        let mut peers: Vec<PeerShow> = self
+            .inner
+            .all_peers()
+            .iter()
+            .map(|p| {
+                let st = p.state.lock();
+                PeerShow {
+                    node: p.name.to_string(),
+                    address: st.address.clone(),
+                    state: if st.up { "up" } else { "down" }.to_string(),
+                    since_ms: st.since_ms,
+                    incarnation: st.incarnation,
+                    rtt_ms: st.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| a.node.cmp(&b.node));
+        ClusterShow {
+            node: self.inner.node.to_string(),
+            incarnation: self.inner.incarnation,
+            peers,
+        }
+    }
+
+    /// Graceful leave: tells every peer to drop this node's routes now,
+    /// then stops every link and the listener (bounded by `grace`).
+    pub async fn leave(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.leaving.cancel();
+        let txs: Vec<_> = inner
+            .all_peers()
+            .iter()
+            .filter_map(|p| p.state.lock().tx.clone())
+            .collect();
+        for tx in txs {
+            let frame = pb::Frame {
+                kind: Some(pb::frame::Kind::Leave(pb::Leave {})),
+            };
+            let _ = tokio::time::timeout(grace, tx.send(frame)).await;
+        }
+        // Links end when peers close them after Leave.
+        inner.link_tasks.close();
+        let _ = tokio::time::timeout(grace, inner.link_tasks.wait()).await;
+        self.shutdown().await;
+    }
+
+    /// Stops every task at once (a crash, as far as peers can tell).
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.shutdown.cancel();
+        inner.link_tasks.close();
+        inner.tasks.close();
+        inner.link_tasks.wait().await;
+        inner.tasks.wait().await;
+    }
+}
