@@ -39,7 +39,8 @@ async fn both_sides_serve_during_a_partition_and_state_converges_after_heal() {
     let mut c = Cluster::builder("partition", 3).relayed().start().await;
     let base = uid("part");
 
-    // Sanity: traffic crosses the relays before the split.
+    // Sanity: every link goes through the relays, and traffic crosses them.
+    c.assert_links_through_relays().await;
     let mut s_pre = c.v5(0, &uid("part-pre")).await;
     s_pre.subscribe(&format!("{base}/pre/#"), 1).await;
     let mut pub3 = c.v5(2, &uid("part-pub3")).await;

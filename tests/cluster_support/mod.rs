@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod mqtt;
+pub mod raw5;
 pub mod relay;
 
 use mqtt::{Client, Msg, Opts};
@@ -50,9 +51,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The tern binary under test.
-pub fn tern_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tern")
+/// The tern binary under test: cargo's, unless `CLUSTER_TEST_TERN_BIN`
+/// names another (e.g. a release build, or a private copy when several
+/// checkouts share one target directory).
+pub fn tern_bin() -> String {
+    std::env::var("CLUSTER_TEST_TERN_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tern").to_string())
 }
 
 /// What a node wrote to its `--bound-addrs-file`.
@@ -690,6 +694,37 @@ impl Cluster {
             .and_then(|r| r.get(j))
             .and_then(Option::as_ref)
             .expect("cut/heal need a relayed cluster (Cluster::builder(..).relayed())")
+    }
+
+    /// Where node i dials node j (its relay), in a relayed cluster.
+    pub fn relay_addr(&self, i: usize, j: usize) -> SocketAddr {
+        self.relay(i, j).addr
+    }
+
+    /// Panics unless every node reaches every peer through the relays
+    /// (the peer addresses in `/api/v1/cluster/show` are relay addresses):
+    /// links that bypass the relays cannot be cut.
+    pub async fn assert_links_through_relays(&self) {
+        for i in 0..self.nodes.len() {
+            let v = self.show(i).await.expect("cluster show");
+            for p in v["peers"].as_array().cloned().unwrap_or_default() {
+                let name = p["node"].as_str().unwrap_or("?");
+                let Some(j) = self.nodes.iter().position(|n| n.name == name) else {
+                    continue;
+                };
+                let via = self.relay_addr(i, j);
+                let addr = p["address"].as_str().unwrap_or("?");
+                assert_eq!(
+                    addr,
+                    via.to_string(),
+                    "{} reaches {name} at {addr}, not through its relay {via} (configured in \
+                     cluster.peers): the mesh dials addresses it learnt from peers (their \
+                     bound mesh address) instead of the configured peer address, so a \
+                     partition made by cutting the relays cannot take effect. Full view: {v}",
+                    self.nodes[i].name
+                );
+            }
+        }
     }
 
     /// Cuts both directions between nodes i and j.
