@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod mqtt;
+pub mod netns;
 pub mod raw5;
 pub mod relay;
 
