@@ -10,9 +10,9 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tern_broker::config::{Config, ProcessEnv};
 use std::sync::Arc;
 use std::time::Duration;
+use tern_broker::config::{Config, ProcessEnv};
 use tern_broker::server::{Server, ServerError};
 use tern_cluster::{Cluster, ClusterOptions, StaticPeers, TcpTransport};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -79,9 +79,10 @@ enum ClusterCommand {
 
 async fn run_command(command: Command) -> ExitCode {
     let Command::Admin {
-        what: AdminCommand::Cluster {
-            what: ClusterCommand::Show { url, json },
-        },
+        what:
+            AdminCommand::Cluster {
+                what: ClusterCommand::Show { url, json },
+            },
     } = command;
     match admin_cli::cluster_show(&url, json).await {
         Ok(out) => {

@@ -108,7 +108,11 @@ impl Metrics {
             m.protocol_errors,
         );
         let c = m.cluster;
-        registry.register("cluster_peers_up", "Cluster peers with a live link", c.peers_up);
+        registry.register(
+            "cluster_peers_up",
+            "Cluster peers with a live link",
+            c.peers_up,
+        );
         registry.register(
             "cluster_forwarded_messages",
             "Messages forwarded to other nodes",
@@ -129,11 +133,7 @@ impl Metrics {
             "Messages dropped by the cluster (buffer full, peer gone)",
             c.dropped_messages,
         );
-        registry.register(
-            "cluster_resyncs",
-            "Full route snapshots applied",
-            c.resyncs,
-        );
+        registry.register("cluster_resyncs", "Full route snapshots applied", c.resyncs);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);

@@ -51,12 +51,7 @@ pub fn message_to_pb(msg: &Message, local_node: &str) -> pb::MqttMessage {
         expires_at: msg.expires_at,
         origin_client: msg.origin.as_ref().map(|c| c.to_string()),
         timestamp: msg.timestamp,
-        origin_node: Some(
-            msg.origin_node
-                .as_deref()
-                .unwrap_or(local_node)
-                .to_string(),
-        ),
+        origin_node: Some(msg.origin_node.as_deref().unwrap_or(local_node).to_string()),
         message_expiry_interval: p.message_expiry_interval,
     }
 }

@@ -76,7 +76,8 @@ fn session_round_trips() {
     );
     s.queue.push_back(d(QoS::AtLeastOnce));
     s.queue.push_back(d(QoS::AtMostOnce));
-    s.inflight.push_back((3, Inflight::Sent(d(QoS::ExactlyOnce))));
+    s.inflight
+        .push_back((3, Inflight::Sent(d(QoS::ExactlyOnce))));
     s.inflight.push_back((4, Inflight::Released));
     s.incoming_qos2.extend([10, 11]);
     s.will = Some(Will {

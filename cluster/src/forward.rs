@@ -69,10 +69,14 @@ impl Cluster {
                 if let Some(flag) = local.and_then(|i| deliver_locally.get_mut(i)) {
                     *flag = false;
                 }
-                targets.entry(node).or_default().groups.push(pb::SharedGroup {
-                    group: sm.group.to_string(),
-                    filter: sm.filter.to_string(),
-                });
+                targets
+                    .entry(node)
+                    .or_default()
+                    .groups
+                    .push(pb::SharedGroup {
+                        group: sm.group.to_string(),
+                        filter: sm.filter.to_string(),
+                    });
             }
         }
         if msg.retain && inner.retain_available {
@@ -175,7 +179,10 @@ impl RemoteRoutes for Cluster {
                 .iter()
                 .filter_map(|p| {
                     let st = p.state.lock();
-                    st.client.clone().filter(|_| st.up).map(|c| (p.name.clone(), c))
+                    st.client
+                        .clone()
+                        .filter(|_| st.up)
+                        .map(|c| (p.name.clone(), c))
                 })
                 .collect();
             let request = pb::ClaimRequest {

@@ -17,7 +17,7 @@ use tern_broker::session::now_ms;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::{MetadataValue, BinaryMetadataValue};
+use tonic::metadata::{BinaryMetadataValue, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -102,7 +102,10 @@ pub(crate) async fn run(inner: Arc<Inner>, addr: String, stop: CancellationToken
 async fn channel(inner: &Inner, addr: &str) -> Result<Client, tonic::transport::Error> {
     let scheme = if inner.tls.is_some() { "https" } else { "http" };
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(inner.heartbeat())
@@ -140,7 +143,10 @@ async fn connect(inner: &Arc<Inner>, addr: &str, stop: &CancellationToken) -> Ou
     };
     let _ = tx.send(frame(Kind::Hello(hello))).await;
     let mut streaming = client.clone();
-    let call = tokio::time::timeout(inner.peer_timeout(), streaming.link(ReceiverStream::new(rx)));
+    let call = tokio::time::timeout(
+        inner.peer_timeout(),
+        streaming.link(ReceiverStream::new(rx)),
+    );
     let mut inbound = match call.await {
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(status)) if status.code() == Code::Unauthenticated => {
@@ -331,7 +337,10 @@ async fn initial(inner: &Inner, tx: &mpsc::Sender<pb::Frame>) -> Result<(), ()> 
     };
     let retained = broker.retained_snapshot();
     for chunk in retained.chunks(RETAINED_CHUNK) {
-        let messages = chunk.iter().map(|m| message_to_pb(m, &inner.node)).collect();
+        let messages = chunk
+            .iter()
+            .map(|m| message_to_pb(m, &inner.node))
+            .collect();
         let f = frame(Kind::RetainedSnapshot(pb::RetainedSnapshot { messages }));
         tx.send(f).await.map_err(drop)?;
     }

@@ -98,9 +98,7 @@ impl LocalRoutes {
     pub fn catch_up(&self, known: Option<u64>) -> Catchup {
         match known {
             Some(v) if v == self.version => Catchup::Current,
-            Some(v)
-                if v < self.version && self.log.front().is_some_and(|d| d.version <= v + 1) =>
-            {
+            Some(v) if v < self.version && self.log.front().is_some_and(|d| d.version <= v + 1) => {
                 Catchup::Deltas(self.log.iter().filter(|d| d.version > v).cloned().collect())
             }
             _ => Catchup::Snapshot {

@@ -137,11 +137,18 @@ mod tests {
         assert_eq!(o.push(|s| s, None), Ok(2));
         let (tx, mut rx) = oneshot::channel();
         assert_eq!(o.push(|s| s, Some(tx)), Err(Overflow));
-        assert!(rx.try_recv().is_err(), "waiter released (closed), not acked");
+        assert!(
+            rx.try_recv().is_err(),
+            "waiter released (closed), not acked"
+        );
         assert_eq!(o.dropped(), 1);
         assert_eq!(o.len(), 2);
         o.ack(1);
-        assert_eq!(o.push(|s| s, None), Ok(3), "room again; sequences stay contiguous");
+        assert_eq!(
+            o.push(|s| s, None),
+            Ok(3),
+            "room again; sequences stay contiguous"
+        );
         assert_eq!(o.clear(), 2);
         assert_eq!(o.dropped(), 3);
     }

@@ -109,7 +109,13 @@ impl RemoteTable {
     }
 
     /// Replaces every route of `node` with `filters` at `version`.
-    pub fn apply_snapshot(&self, node: &Arc<str>, incarnation: u64, version: u64, filters: &[String]) {
+    pub fn apply_snapshot(
+        &self,
+        node: &Arc<str>,
+        incarnation: u64,
+        version: u64,
+        filters: &[String],
+    ) {
         let mut owners = self.owners.lock();
         let owner = owners.entry(node.clone()).or_default();
         let wanted: HashSet<&str> = filters.iter().map(String::as_str).collect();
@@ -188,14 +194,26 @@ mod tests {
     fn deltas_follow_versions_and_gaps_are_detected() {
         let t = RemoteTable::new();
         let a: Arc<str> = Arc::from("a");
-        assert_eq!(t.apply_delta(&a, 1, 1, "x/+", true), Applied::Gap, "no snapshot yet");
+        assert_eq!(
+            t.apply_delta(&a, 1, 1, "x/+", true),
+            Applied::Gap,
+            "no snapshot yet"
+        );
         t.apply_snapshot(&a, 1, 0, &[]);
         assert_eq!(t.apply_delta(&a, 1, 1, "x/+", true), Applied::Ok);
         assert_eq!(nodes_for(&t, "x/1"), vec!["a"]);
-        assert_eq!(t.apply_delta(&a, 1, 1, "x/+", true), Applied::Ok, "duplicate ignored");
+        assert_eq!(
+            t.apply_delta(&a, 1, 1, "x/+", true),
+            Applied::Ok,
+            "duplicate ignored"
+        );
         assert_eq!(t.apply_delta(&a, 1, 3, "y", true), Applied::Gap);
         assert!(nodes_for(&t, "y").is_empty());
-        assert_eq!(t.apply_delta(&a, 2, 2, "y", true), Applied::Gap, "other incarnation");
+        assert_eq!(
+            t.apply_delta(&a, 2, 2, "y", true),
+            Applied::Gap,
+            "other incarnation"
+        );
         assert_eq!(t.apply_delta(&a, 1, 2, "x/+", false), Applied::Ok);
         assert!(nodes_for(&t, "x/1").is_empty());
     }

@@ -33,7 +33,10 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 pub(crate) fn spawn(inner: Arc<Inner>, incoming: Incoming) {
     let secret = inner.cfg.secret.clone().into_bytes();
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
-        let presented = req.metadata().get_bin(SECRET_KEY).and_then(|v| v.to_bytes().ok());
+        let presented = req
+            .metadata()
+            .get_bin(SECRET_KEY)
+            .and_then(|v| v.to_bytes().ok());
         match presented {
             Some(p) if same(&p, &secret) => Ok(req),
             _ => {
@@ -42,7 +45,12 @@ pub(crate) fn spawn(inner: Arc<Inner>, incoming: Incoming) {
             }
         }
     };
-    let svc = MeshServer::with_interceptor(MeshService { inner: inner.clone() }, check);
+    let svc = MeshServer::with_interceptor(
+        MeshService {
+            inner: inner.clone(),
+        },
+        check,
+    );
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let stop = inner.shutdown.clone();
     let tls = inner.tls.clone();
@@ -134,7 +142,12 @@ fn dial_back(advertise: &str, remote: Option<IpAddr>) -> Option<String> {
 }
 
 /// One peer's link into this node.
-async fn inbound(inner: Arc<Inner>, mut stream: Streaming<pb::Frame>, tx: Replies, ip: Option<IpAddr>) {
+async fn inbound(
+    inner: Arc<Inner>,
+    mut stream: Streaming<pb::Frame>,
+    tx: Replies,
+    ip: Option<IpAddr>,
+) {
     let timeout = inner.peer_timeout();
     let hello = match tokio::time::timeout(timeout, stream.message()).await {
         Ok(Ok(Some(pb::Frame {
@@ -245,11 +258,20 @@ fn leave(inner: &Inner, name: &Arc<str>, incarnation: u64) {
 }
 
 /// Applies one frame of `name`'s traffic; returns the reply, if any.
-fn handle(inner: &Inner, broker: &Arc<Broker>, name: &Arc<str>, inc: u64, kind: Kind) -> Option<Kind> {
+fn handle(
+    inner: &Inner,
+    broker: &Arc<Broker>,
+    name: &Arc<str>,
+    inc: u64,
+    kind: Kind,
+) -> Option<Kind> {
     match kind {
         Kind::Heartbeat(h) => Some(Kind::HeartbeatAck(pb::HeartbeatAck { sent_us: h.sent_us })),
         Kind::RouteDelta(d) => {
-            match inner.remote.apply_delta(name, d.incarnation, d.version, &d.filter, d.added) {
+            match inner
+                .remote
+                .apply_delta(name, d.incarnation, d.version, &d.filter, d.added)
+            {
                 Applied::Ok => None,
                 Applied::Gap => Some(Kind::SnapshotRequest(pb::SnapshotRequest {})),
             }
@@ -258,7 +280,9 @@ fn handle(inner: &Inner, broker: &Arc<Broker>, name: &Arc<str>, inc: u64, kind: 
             if s.incarnation != inc {
                 return None;
             }
-            inner.remote.apply_snapshot(name, s.incarnation, s.version, &s.filters);
+            inner
+                .remote
+                .apply_snapshot(name, s.incarnation, s.version, &s.filters);
             inner.metrics().resyncs.inc();
             None
         }

@@ -31,7 +31,9 @@ pub fn pick(
     }
     let index = match policy {
         SharedPolicy::PreferLocal if local_member => return Some(Pick::Local),
-        SharedPolicy::PreferLocal => return Some(Pick::Remote(remote[turn % remote.len()].clone())),
+        SharedPolicy::PreferLocal => {
+            return Some(Pick::Remote(remote[turn % remote.len()].clone()))
+        }
         SharedPolicy::RoundRobin => turn % total,
         SharedPolicy::Random => random % total,
     };
@@ -54,7 +56,10 @@ mod tests {
     fn prefer_local_stays_local_then_rotates_remote() {
         let r = nodes(&["b", "c"]);
         for turn in 0..4 {
-            assert_eq!(pick(SharedPolicy::PreferLocal, true, &r, turn, 0), Some(Pick::Local));
+            assert_eq!(
+                pick(SharedPolicy::PreferLocal, true, &r, turn, 0),
+                Some(Pick::Local)
+            );
         }
         let picks: Vec<_> = (0..4)
             .map(|t| pick(SharedPolicy::PreferLocal, false, &r, t, 0))
@@ -72,9 +77,16 @@ mod tests {
             .collect();
         assert_eq!(
             picks,
-            vec![Pick::Local, Pick::Remote(Arc::from("b")), Pick::Remote(Arc::from("c"))]
+            vec![
+                Pick::Local,
+                Pick::Remote(Arc::from("b")),
+                Pick::Remote(Arc::from("c"))
+            ]
         );
-        assert_eq!(pick(SharedPolicy::Random, false, &r, 0, 5), Some(Pick::Remote(Arc::from("c"))));
+        assert_eq!(
+            pick(SharedPolicy::Random, false, &r, 0, 5),
+            Some(Pick::Remote(Arc::from("c")))
+        );
         assert_eq!(pick(SharedPolicy::RoundRobin, false, &[], 0, 0), None);
     }
 }

@@ -46,9 +46,21 @@ pub fn unavailable() -> Option<String> {
         return Some(format!("not running as root (effective uid {uid:?})"));
     }
     match Command::new("ip").arg("-V").output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => return Some(format!("`ip -V` failed: {}", o.status)),
+        Err(e) => return Some(format!("`ip` (iproute2) not available: {e}")),
+    }
+    // Root in an unprivileged container may still lack CAP_SYS_ADMIN.
+    let probe = format!("tprobe{}", std::process::id());
+    let out = Command::new("ip").args(["netns", "add", &probe]).output();
+    let _ = Command::new("ip").args(["netns", "del", &probe]).output();
+    match out {
         Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!("`ip -V` failed: {}", o.status)),
-        Err(e) => Some(format!("`ip` (iproute2) not available: {e}")),
+        Ok(o) => Some(format!(
+            "`ip netns add` failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("`ip netns add` failed: {e}")),
     }
 }
 

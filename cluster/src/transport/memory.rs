@@ -92,7 +92,11 @@ pub struct MemTransport {
 impl Transport for MemTransport {
     fn bind(&self, addr: &str) -> BoxFut<io::Result<(String, Incoming)>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let addr = if addr.is_empty() { self.local.clone() } else { addr.to_string() };
+        let addr = if addr.is_empty() {
+            self.local.clone()
+        } else {
+            addr.to_string()
+        };
         self.net.state.lock().listeners.insert(addr.clone(), tx);
         let incoming: Incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed();
         Box::pin(std::future::ready(Ok((addr, incoming))))
@@ -115,7 +119,8 @@ impl Transport for MemTransport {
             listener
                 .send(Ok(Io::new(Cuttable::new(server, &token), None)))
                 .map_err(|_| io::Error::new(io::ErrorKind::ConnectionRefused, "listener gone"))?;
-            st.conns.push((self.local.clone(), addr.to_string(), token.clone()));
+            st.conns
+                .push((self.local.clone(), addr.to_string(), token.clone()));
             Ok(Io::new(Cuttable::new(client, &token), None))
         })();
         Box::pin(std::future::ready(result))
