@@ -36,6 +36,8 @@ pub struct Metrics {
     pub sessions: Gauge,
     /// Protocol errors and malformed packets seen.
     pub protocol_errors: Counter,
+    /// Failed authentications (bad credentials, not authorized, bad method).
+    pub auth_failures: Counter,
     /// The cluster mesh (all zero on a single node).
     pub cluster: ClusterMetrics,
 }
@@ -107,6 +109,7 @@ impl Metrics {
             "Malformed packets and protocol violations",
             m.protocol_errors,
         );
+        registry.register("auth_failures", "Failed authentications", m.auth_failures);
         let c = m.cluster;
         registry.register(
             "cluster_peers_up",

@@ -34,6 +34,9 @@ pub enum ServerError {
     /// The TLS listener's certificates or key are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A password or ACL file is unusable.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// A listener could not bind its address.
     #[error("cannot bind the {listener} listener to {addr}")]
     Bind {
@@ -134,6 +137,8 @@ impl Server {
         attach: impl FnOnce(&Arc<Broker>),
     ) -> Result<Server, ServerError> {
         config.validate()?;
+        // Password and ACL files are read before anything binds, too.
+        let (authn, authz) = crate::auth::from_config(&config.auth)?;
         let (tcp_cfg, tls_cfg) = (&config.listeners.tcp, &config.listeners.tls);
         let acceptor = match tls_cfg.enabled {
             true => Some(tls::acceptor(tls_cfg)?),
@@ -159,7 +164,7 @@ impl Server {
 
         let metrics = Metrics::default();
         let config = Arc::new(config);
-        let broker = Broker::new(config.clone(), metrics.clone());
+        let broker = Broker::with_parts(config.clone(), metrics.clone(), authn, authz);
         attach(&broker);
         let health = Health::default();
         let shutdown = CancellationToken::new();

@@ -130,6 +130,7 @@ async fn connect(inner: &Arc<Inner>, addr: &str, stop: &CancellationToken) -> Ou
     let client = match channel(inner, addr).await {
         Ok(c) => c,
         Err(e) => {
+            inner.connect_failures.fetch_add(1, Ordering::Relaxed);
             debug!(%addr, error = %e, "cannot reach peer");
             return Outcome::Failed;
         }
@@ -150,14 +151,19 @@ async fn connect(inner: &Arc<Inner>, addr: &str, stop: &CancellationToken) -> Ou
     let mut inbound = match call.await {
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(status)) if status.code() == Code::Unauthenticated => {
+            inner.auth_refusals.fetch_add(1, Ordering::Relaxed);
             warn!(%addr, "peer refused the cluster secret");
             return Outcome::Failed;
         }
         Ok(Err(status)) => {
+            inner.connect_failures.fetch_add(1, Ordering::Relaxed);
             debug!(%addr, %status, "link refused");
             return Outcome::Failed;
         }
-        Err(_) => return Outcome::Failed,
+        Err(_) => {
+            inner.connect_failures.fetch_add(1, Ordering::Relaxed);
+            return Outcome::Failed;
+        }
     };
     let hello = match tokio::time::timeout(inner.peer_timeout(), inbound.message()).await {
         Ok(Ok(Some(pb::Frame {

@@ -118,6 +118,10 @@ pub(crate) struct Inner {
     /// The mesh listener's bound address, announced in Hello.
     pub bound: OnceLock<String>,
     pub next_link: std::sync::atomic::AtomicU64,
+    /// Links a peer refused for a wrong secret.
+    pub auth_refusals: std::sync::atomic::AtomicU64,
+    /// Dials that failed below gRPC (refused, TLS handshake, timeout).
+    pub connect_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -280,6 +284,8 @@ impl Cluster {
                 epoch: Instant::now(),
                 bound: OnceLock::new(),
                 next_link: std::sync::atomic::AtomicU64::new(1),
+                auth_refusals: std::sync::atomic::AtomicU64::new(0),
+                connect_failures: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -360,6 +366,26 @@ impl Cluster {
     /// This node's incarnation.
     pub fn incarnation(&self) -> u64 {
         self.inner.incarnation
+    }
+
+    /// How many link attempts peers refused for a wrong secret.
+    pub fn auth_refusals(&self) -> u64 {
+        self.inner
+            .auth_refusals
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many dials failed before gRPC (refused, TLS handshake, timeout).
+    pub fn connect_failures(&self) -> u64 {
+        self.inner
+            .connect_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the link to `node` is up.
+    pub fn is_up(&self, node: &str) -> bool {
+        let peer = self.inner.peers.lock().get(node).cloned();
+        peer.is_some_and(|p| p.state.lock().up)
     }
 
     /// Routes held for `node` (tests, diagnostics).

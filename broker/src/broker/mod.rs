@@ -6,7 +6,7 @@
 //! publishes. Order is always registry shard → session → table shard, and
 //! the publish path never holds two of them at once.
 
-use crate::auth::{AnonymousAuth, Authenticator};
+use crate::auth::{AllowAll, AnonymousAuth, Authenticator, Authorizer};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::retained::RetainedStore;
@@ -128,26 +128,30 @@ pub struct Broker {
     remote: OnceLock<Arc<dyn RemoteRoutes>>,
     node: Arc<str>,
     auth: Arc<dyn Authenticator>,
+    authz: Arc<dyn Authorizer>,
     pending_wills: DashMap<ClientId, CancellationToken>,
     shared_rr: DashMap<(Arc<str>, Arc<str>), AtomicUsize>,
     next_owner: AtomicU64,
 }
 
 impl Broker {
-    /// A broker with no sessions, the embedded authenticator and no peers.
+    /// A broker with no sessions, anonymous access as configured, no ACL
+    /// and no peers (files named under `[auth]` are loaded by the server,
+    /// through [`with_parts`](Broker::with_parts)).
     pub fn new(config: Arc<Config>, metrics: Metrics) -> Arc<Broker> {
         let auth = Arc::new(AnonymousAuth {
             allow_anonymous: config.auth.allow_anonymous,
         });
-        Broker::with_parts(config, metrics, auth)
+        Broker::with_parts(config, metrics, auth, Arc::new(AllowAll))
     }
 
-    /// A broker with the given authenticator. Starts the housekeeping task
-    /// (session expiry) when called inside a runtime.
+    /// A broker with the given authenticator and authorizer. Starts the
+    /// housekeeping task (session expiry) when called inside a runtime.
     pub fn with_parts(
         config: Arc<Config>,
         metrics: Metrics,
         auth: Arc<dyn Authenticator>,
+        authz: Arc<dyn Authorizer>,
     ) -> Arc<Broker> {
         let broker = Arc::new(Broker {
             node: Arc::from(config.node_name()),
@@ -158,6 +162,7 @@ impl Broker {
             retained: RetainedStore::new(),
             remote: OnceLock::new(),
             auth,
+            authz,
             pending_wills: DashMap::new(),
             shared_rr: DashMap::new(),
             next_owner: AtomicU64::new(1),
@@ -181,6 +186,11 @@ impl Broker {
     /// The authenticator.
     pub fn auth(&self) -> &dyn Authenticator {
         &*self.auth
+    }
+
+    /// The authorizer.
+    pub fn authz(&self) -> &dyn Authorizer {
+        &*self.authz
     }
 
     /// Attaches the cluster. Once only, before clients are served; returns

@@ -215,18 +215,26 @@ impl Default for MqttConfig {
     }
 }
 
-/// Authentication.
+/// Authentication and authorization.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Accept clients without credentials.
     pub allow_anonymous: bool,
+    /// Password file (`user:argon2-hash` lines, managed by `tern passwd`);
+    /// reloaded when it changes. Unset: any user name is accepted.
+    pub password_file: Option<PathBuf>,
+    /// ACL file in the Mosquitto/VerneMQ syntax; reloaded when it changes.
+    /// Unset: every client may publish and subscribe to everything.
+    pub acl_file: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             allow_anonymous: true,
+            password_file: None,
+            acl_file: None,
         }
     }
 }

@@ -29,6 +29,8 @@ fn refuse(protocol: Protocol, v5: u8, v3: u8, why: &'static str) -> Refusal {
 /// The parameters a connection runs with once CONNECT is accepted.
 pub(crate) struct Accepted {
     pub client_id: ClientId,
+    /// The identity the authenticator recorded.
+    pub username: Option<String>,
     /// Keep-alive in force, seconds (0: none).
     pub keep_alive: u16,
     pub attached: Attached,
@@ -167,8 +169,27 @@ pub(crate) async fn accept(
             data: c.properties.authentication_data.as_ref(),
         })
         .await;
-    if let AuthDecision::Deny(d) = decision {
-        return Err(denied_code(p, d));
+    let username = match decision {
+        AuthDecision::Allow { username } => username,
+        AuthDecision::Deny(d) => {
+            broker.metrics().auth_failures.inc();
+            // Never log the password.
+            tracing::warn!(client_id = %client_id, username = ?c.username, peer = %info.peer, reason = ?d, "authentication failed");
+            return Err(denied_code(p, d));
+        }
+    };
+    if let Some(w) = &c.will {
+        if !broker
+            .authz()
+            .can_publish(&client_id, username.as_deref(), &w.topic)
+        {
+            return Err(refuse(
+                p,
+                reason::NOT_AUTHORIZED,
+                reason::v3::NOT_AUTHORIZED,
+                "will topic not authorized",
+            ));
+        }
     }
     let expiry = session_expiry(&c, config);
     let will = c.will.map(|w| Will {
@@ -239,6 +260,7 @@ pub(crate) async fn accept(
             properties: props,
         },
         client_id,
+        username,
         attached,
     })
 }

@@ -162,6 +162,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     .map(|()| None),
             };
         }
+        if !self
+            .broker
+            .authz()
+            .can_publish(&self.client_id, self.username.as_deref(), &topic)
+        {
+            tracing::info!(topic = %topic, "publish not authorized");
+            // 5.0 says so in the ack; 3.x has no way to, so the message is
+            // acknowledged and dropped (§4.x of each spec leaves this to the server).
+            let code = if self.protocol.is_v5() {
+                reason::NOT_AUTHORIZED
+            } else {
+                reason::SUCCESS
+            };
+            return match p.qos {
+                QoS::AtMostOnce => Ok(None),
+                QoS::AtLeastOnce => self.send(&Packet::PubAck(ack(p.pkid, code))).map(|()| None),
+                QoS::ExactlyOnce => {
+                    if code == reason::SUCCESS {
+                        // PUBREL will follow: remember the id as for any QoS 2 PUBLISH.
+                        self.cell.state.lock().data.incoming_qos2.insert(p.pkid);
+                    }
+                    self.send(&Packet::PubRec(ack(p.pkid, code))).map(|()| None)
+                }
+            };
+        }
         if !self.broker.remote().allows(Operation::Publish) {
             // Partitioned, and configured to prefer consistency: refuse
             // rather than acknowledge what might not reach every node.
@@ -268,6 +293,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             if !topic::valid_topic_filter(&f.filter) {
                 reasons.push(if self.protocol.is_v5() {
                     reason::TOPIC_FILTER_INVALID
+                } else {
+                    0x80
+                });
+                continue;
+            }
+            if !self.broker.authz().can_subscribe(
+                &self.client_id,
+                self.username.as_deref(),
+                &f.filter,
+            ) {
+                tracing::info!(filter = %f.filter, "subscription not authorized");
+                reasons.push(if self.protocol.is_v5() {
+                    reason::NOT_AUTHORIZED
                 } else {
                     0x80
                 });

@@ -77,6 +77,9 @@ pub(crate) struct Conn<S> {
     pub broker: Arc<Broker>,
     pub protocol: Protocol,
     pub client_id: ClientId,
+    pub username: Option<String>,
+    /// An authorizer that restricts anything: deliveries are checked.
+    pub acl: bool,
     pub cell: Arc<SessionCell>,
     pub owner_id: u64,
     pub will: Option<Will>,
@@ -169,6 +172,8 @@ where
         wbuf: BytesMut::new(),
         protocol,
         client_id: accepted.client_id,
+        username: accepted.username,
+        acl: broker.authz().restricts(),
         cell: accepted.attached.cell,
         owner_id: accepted.attached.owner_id,
         will: accepted.will,

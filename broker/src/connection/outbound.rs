@@ -45,6 +45,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// Encodes one delivery. A packet larger than the client's maximum is
     /// dropped as if delivered (§3.1.2.11.4).
     fn write_publish(&mut self, d: &Delivery, pkid: u16, dup: bool, now: u64) {
+        if self.acl
+            && !self.broker.authz().can_read(
+                &self.client_id,
+                self.username.as_deref(),
+                &d.msg.topic,
+            )
+        {
+            // Not readable by this client (e.g. a retained message under a
+            // wider filter than its ACL allows): dropped as if delivered.
+            if pkid != 0 {
+                self.cell.state.lock().data.abandon(pkid);
+            }
+            return;
+        }
         let v5 = self.protocol.is_v5();
         let mut properties = if v5 {
             d.msg.properties.clone()
