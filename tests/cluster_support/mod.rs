@@ -401,6 +401,7 @@ impl Cluster {
         cmd.arg("--bound-addrs-file")
             .arg(&n.addrs_file)
             .env("RUST_LOG", log_filter)
+            .env("NO_COLOR", "1")
             .env("TERN_NODE__NAME", &n.name)
             .env("TERN_LISTENERS__TCP__BIND", n.tcp_bind.to_string())
             .env("TERN_ADMIN__BIND", n.admin_bind.to_string())

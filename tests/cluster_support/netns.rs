@@ -257,6 +257,7 @@ impl NetnsCluster {
                 .arg("--bound-addrs-file")
                 .arg(dir.join(format!("{name}.addrs.json")))
                 .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
                 .env("TERN_NODE__NAME", &name)
                 .env(
                     "TERN_LISTENERS__TCP__BIND",
