@@ -36,7 +36,13 @@ async fn round_trip(publ: &mut Client, sub: &mut Client, topic: &str, payload: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sides_serve_during_a_partition_and_state_converges_after_heal() {
-    let mut c = Cluster::builder("partition", 3).relayed().start().await;
+    // Nodes must reach each other only through the relays: no dialing back
+    // at the advertised (direct) mesh address.
+    let mut c = Cluster::builder("partition", 3)
+        .relayed()
+        .env("TERN_CLUSTER__DIAL_BACK", "false")
+        .start()
+        .await;
     let base = uid("part");
 
     // Sanity: every link goes through the relays, and traffic crosses them.

@@ -86,7 +86,10 @@ impl Broker {
     /// before the delete, or from the other side of a partition) cannot
     /// bring the message back. Tombstones expire after [`TOMBSTONE_TTL_MS`].
     fn store_retained(&self, msg: &Arc<Message>) {
-        let was_live = self.retained.get(&msg.topic).is_some_and(|m| !m.payload.is_empty());
+        let was_live = self
+            .retained
+            .get(&msg.topic)
+            .is_some_and(|m| !m.payload.is_empty());
         let tombstone = msg.payload.is_empty();
         let stored = if tombstone {
             let mut t = (**msg).clone();
