@@ -23,7 +23,10 @@ async fn first_node_is_ready_after_the_bounded_wait() {
     let n = spawn("first", a, &[absent], &[]);
     let (status, body) = n.get("/ready").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("\"ready\":false") && body.contains("waiting"), "{body}");
+    assert!(
+        body.contains("\"ready\":false") && body.contains("waiting"),
+        "{body}"
+    );
     n.wait_ready(Duration::from_secs(10)).await;
     assert!(
         started.elapsed() >= Duration::from_secs(2),
@@ -39,7 +42,10 @@ async fn not_ready_until_the_mesh_is_synced() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (status, body) = na.get("/ready").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("cluster: "), "names the missing latch: {body}");
+    assert!(
+        body.contains("cluster: "),
+        "names the missing latch: {body}"
+    );
     let nb = spawn("rb", b, &[a], &[("TERN_CLUSTER__READY_WAIT_SECS", "120")]);
     nb.wait_ready(Duration::from_secs(15)).await;
     na.wait_ready(Duration::from_secs(15)).await;

@@ -116,7 +116,11 @@ impl Node {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "{} did not exit within {within:?}", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?}",
+                self.name
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -170,7 +174,11 @@ impl Node {
             if names == want && peers.len() == want.len() {
                 return;
             }
-            assert!(Instant::now() < deadline, "{}: peers {peers:?}, want {want:?} up", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{}: peers {peers:?}, want {want:?} up",
+                self.name
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -193,7 +201,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
                 .nth(1)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+            let body = text
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
             (status, body)
         }
         Ok(Err(e)) => (0, e.to_string()),
