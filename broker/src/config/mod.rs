@@ -248,12 +248,16 @@ impl Default for AuthConfig {
 pub struct ShutdownConfig {
     /// Seconds allowed for the drain after SIGTERM/SIGINT.
     pub grace_period_secs: u64,
+    /// When set, 5.0 clients connected at shutdown get DISCONNECT 0x9C
+    /// "use another server" with this Server Reference instead of 0x8B.
+    pub server_reference: String,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
             grace_period_secs: 10,
+            server_reference: String::new(),
         }
     }
 }
@@ -295,6 +299,9 @@ pub struct ClusterConfig {
     pub dial_back: bool,
     /// Mutual TLS between nodes.
     pub tls: ClusterTlsConfig,
+    /// Readiness: with no reachable peer, a node (the first of a cluster)
+    /// reports ready this many seconds after start.
+    pub ready_wait_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -313,6 +320,7 @@ impl Default for ClusterConfig {
             allow_subscribe_during_netsplit: true,
             dial_back: true,
             tls: ClusterTlsConfig::default(),
+            ready_wait_secs: 10,
         }
     }
 }
