@@ -169,7 +169,28 @@ impl Config {
                       #   allow_register_during_netsplit, allow_publish_during_netsplit,\n\
                       #   allow_subscribe_during_netsplit: accept CONNECT / PUBLISH / SUBSCRIBE\n\
                       #     while a known peer is unreachable.\n\
-                      #   tls.enabled, tls.cert, tls.key, tls.ca: mutual TLS between nodes.\n\n";
+                      #   tls.enabled, tls.cert, tls.key, tls.ca: mutual TLS between nodes.\n\
+                      #\n\
+                      # [listeners.ws] / [listeners.wss]: MQTT over WebSocket (subprotocol mqtt or\n\
+                      #   mqttv3.1, binary frames) on `path`; other paths get 404. wss takes\n\
+                      #   cert/key/ca/require_client_cert like listeners.tls (PEM paths, unset).\n\
+                      # proxy_protocol (every listener): expect a PROXY v1/v2 header first; the\n\
+                      #   client's address replaces the peer. proxy_protocol_use_cn_as_username:\n\
+                      #   a v2 SSL TLV's client certificate CN is used like a TLS client CN.\n\
+                      #\n\
+                      # [limits]: overload protection; a rate or cap of 0 means no limit.\n\
+                      #   connect_timeout_secs: close a socket without a CONNECT after this.\n\
+                      #   proxy_header_timeout_secs: the PROXY header must arrive within this.\n\
+                      #   max_connect_rate, connect_burst: new connections/s per listener (token\n\
+                      #     bucket); the excess is closed after accept.\n\
+                      #   max_publish_rate, publish_burst, max_publish_bytes_rate,\n\
+                      #     publish_bytes_burst: per client; the excess is slowed, never dropped.\n\
+                      #   max_subscriptions_per_client, max_topic_levels: SUBACK / DISCONNECT caps.\n\
+                      #   qos_queue_headroom, backpressure_max_wait_ms: QoS 1/2 to a full online\n\
+                      #     queue is kept (up to the headroom) and its publishers are slowed.\n\
+                      #   slow_consumer_timeout_secs: a subscriber stuck this long is disconnected.\n\
+                      #   max_memory_mb, memory_check_interval_ms: above this RSS new clients get\n\
+                      #     CONNACK server busy.\n\n";
         match toml::to_string(&Config::default()) {
             Ok(body) => format!("{header}{body}"),
             // Unreachable for the plain data in `Config`, but never panic.
@@ -206,8 +227,10 @@ impl Config {
                 ),
             );
         }
+        self.validate_edge()?;
         let (tcp, tls) = (&self.listeners.tcp, &self.listeners.tls);
-        if !tcp.enabled && !tls.enabled {
+        let (ws, wss) = (&self.listeners.ws, &self.listeners.wss);
+        if !tcp.enabled && !tls.enabled && !ws.enabled && !wss.enabled {
             return invalid("listeners", "no client listener is enabled".into());
         }
         if tcp.enabled && tcp.max_connections == 0 {
@@ -281,6 +304,12 @@ impl Config {
         if tls.enabled {
             binds.push(("listeners.tls.bind", tls.bind));
         }
+        if ws.enabled {
+            binds.push(("listeners.ws.bind", ws.bind));
+        }
+        if wss.enabled {
+            binds.push(("listeners.wss.bind", wss.bind));
+        }
         if self.admin.enabled {
             binds.push(("admin.bind", self.admin.bind));
         }
@@ -291,6 +320,62 @@ impl Config {
             if addr.port() != 0 && binds[..i].iter().any(|(_, other)| other == addr) {
                 return invalid(key, format!("address {addr} is used by another listener"));
             }
+        }
+        Ok(())
+    }
+
+    /// The WebSocket listeners and `[limits]`.
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        let (ws, wss) = (&self.listeners.ws, &self.listeners.wss);
+        if ws.enabled {
+            if ws.max_connections == 0 {
+                return invalid("listeners.ws.max_connections", "must be at least 1".into());
+            }
+            if !ws.path.starts_with('/') {
+                return invalid("listeners.ws.path", "must start with /".into());
+            }
+        }
+        if wss.enabled {
+            if wss.max_connections == 0 {
+                return invalid("listeners.wss.max_connections", "must be at least 1".into());
+            }
+            if !wss.path.starts_with('/') {
+                return invalid("listeners.wss.path", "must start with /".into());
+            }
+            let why = "the WSS listener is enabled";
+            check_file("listeners.wss.cert", wss.cert.as_deref(), why)?;
+            check_file("listeners.wss.key", wss.key.as_deref(), why)?;
+            if wss.require_client_cert || wss.ca.is_some() {
+                check_file(
+                    "listeners.wss.ca",
+                    wss.ca.as_deref(),
+                    "require_client_cert is set",
+                )?;
+            }
+        }
+        let l = &self.limits;
+        let at_least_1 = [
+            ("limits.connect_timeout_secs", l.connect_timeout_secs),
+            (
+                "limits.proxy_header_timeout_secs",
+                l.proxy_header_timeout_secs,
+            ),
+            ("limits.connect_burst", u64::from(l.connect_burst)),
+            ("limits.publish_burst", u64::from(l.publish_burst)),
+            ("limits.publish_bytes_burst", l.publish_bytes_burst),
+            (
+                "limits.slow_consumer_timeout_secs",
+                l.slow_consumer_timeout_secs,
+            ),
+            (
+                "limits.memory_check_interval_ms",
+                l.memory_check_interval_ms,
+            ),
+        ];
+        if let Some((key, _)) = at_least_1.iter().find(|(_, v)| *v == 0) {
+            return invalid(key, "must be at least 1".into());
         }
         Ok(())
     }

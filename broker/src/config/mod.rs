@@ -30,6 +30,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The cluster mesh (disabled: a single node).
     pub cluster: ClusterConfig,
+    /// Overload protection: rates, timeouts, caps, the memory watermark.
+    pub limits: LimitsConfig,
 }
 
 /// Node identity.
@@ -48,6 +50,10 @@ pub struct ListenersConfig {
     pub tcp: TcpListenerConfig,
     /// MQTT over TLS.
     pub tls: TlsListenerConfig,
+    /// MQTT over WebSocket.
+    pub ws: WsListenerConfig,
+    /// MQTT over WebSocket over TLS.
+    pub wss: WssListenerConfig,
 }
 
 #[allow(clippy::derivable_impls)]
@@ -56,6 +62,8 @@ impl Default for ListenersConfig {
         ListenersConfig {
             tcp: TcpListenerConfig::default(),
             tls: TlsListenerConfig::default(),
+            ws: WsListenerConfig::default(),
+            wss: WssListenerConfig::default(),
         }
     }
 }
@@ -70,6 +78,10 @@ pub struct TcpListenerConfig {
     pub bind: SocketAddr,
     /// Connections beyond this are closed right after accept.
     pub max_connections: usize,
+    /// Expect a PROXY protocol (v1 or v2) header before anything else.
+    pub proxy_protocol: bool,
+    /// Take the client certificate CN from a v2 header's SSL TLV.
+    pub proxy_protocol_use_cn_as_username: bool,
 }
 
 impl Default for TcpListenerConfig {
@@ -78,6 +90,8 @@ impl Default for TcpListenerConfig {
             enabled: true,
             bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
             max_connections: 100_000,
+            proxy_protocol: false,
+            proxy_protocol_use_cn_as_username: false,
         }
     }
 }
@@ -100,6 +114,10 @@ pub struct TlsListenerConfig {
     pub ca: Option<PathBuf>,
     /// Require a client certificate signed by `ca`.
     pub require_client_cert: bool,
+    /// Expect a PROXY protocol (v1 or v2) header before the TLS handshake.
+    pub proxy_protocol: bool,
+    /// Take the client certificate CN from a v2 header's SSL TLV.
+    pub proxy_protocol_use_cn_as_username: bool,
 }
 
 impl Default for TlsListenerConfig {
@@ -112,6 +130,162 @@ impl Default for TlsListenerConfig {
             key: None,
             ca: None,
             require_client_cert: false,
+            proxy_protocol: false,
+            proxy_protocol_use_cn_as_username: false,
+        }
+    }
+}
+
+/// MQTT over WebSocket (subprotocol `mqtt`, binary frames).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsListenerConfig {
+    /// Whether to listen at all.
+    pub enabled: bool,
+    /// Bind address.
+    pub bind: SocketAddr,
+    /// The HTTP path of the upgrade; any other path gets 404.
+    pub path: String,
+    /// Connections beyond this are closed right after accept.
+    pub max_connections: usize,
+    /// Expect a PROXY protocol (v1 or v2) header before the HTTP upgrade.
+    pub proxy_protocol: bool,
+    /// Take the client certificate CN from a v2 header's SSL TLV.
+    pub proxy_protocol_use_cn_as_username: bool,
+}
+
+impl Default for WsListenerConfig {
+    fn default() -> Self {
+        WsListenerConfig {
+            enabled: false,
+            bind: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            path: "/mqtt".into(),
+            max_connections: 100_000,
+            proxy_protocol: false,
+            proxy_protocol_use_cn_as_username: false,
+        }
+    }
+}
+
+/// MQTT over WebSocket over TLS (rustls, like `listeners.tls`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WssListenerConfig {
+    /// Whether to listen; needs `cert` and `key`.
+    pub enabled: bool,
+    /// Bind address.
+    pub bind: SocketAddr,
+    /// The HTTP path of the upgrade; any other path gets 404.
+    pub path: String,
+    /// Connections beyond this are closed right after accept.
+    pub max_connections: usize,
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// PEM CA bundle for client certificates.
+    pub ca: Option<PathBuf>,
+    /// Require a client certificate signed by `ca`.
+    pub require_client_cert: bool,
+    /// Expect a PROXY protocol (v1 or v2) header before the TLS handshake.
+    pub proxy_protocol: bool,
+    /// Take the client certificate CN from a v2 header's SSL TLV.
+    pub proxy_protocol_use_cn_as_username: bool,
+}
+
+impl Default for WssListenerConfig {
+    fn default() -> Self {
+        WssListenerConfig {
+            enabled: false,
+            bind: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            path: "/mqtt".into(),
+            max_connections: 100_000,
+            cert: None,
+            key: None,
+            ca: None,
+            require_client_cert: false,
+            proxy_protocol: false,
+            proxy_protocol_use_cn_as_username: false,
+        }
+    }
+}
+
+impl WssListenerConfig {
+    /// The TLS part, in the shape `tls::acceptor` takes.
+    pub fn tls(&self) -> TlsListenerConfig {
+        TlsListenerConfig {
+            enabled: self.enabled,
+            bind: self.bind,
+            max_connections: self.max_connections,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            require_client_cert: self.require_client_cert,
+            proxy_protocol: self.proxy_protocol,
+            proxy_protocol_use_cn_as_username: self.proxy_protocol_use_cn_as_username,
+        }
+    }
+}
+
+/// Overload protection. A rate or cap of 0 means "no limit".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// A socket that sends no complete CONNECT within this time is closed.
+    pub connect_timeout_secs: u64,
+    /// A PROXY protocol header must arrive within this time.
+    pub proxy_header_timeout_secs: u64,
+    /// New connections per second per listener (token bucket); the excess
+    /// is closed right after accept and counted.
+    pub max_connect_rate: u32,
+    /// Connections a listener may accept in a burst above the rate.
+    pub connect_burst: u32,
+    /// PUBLISH packets per second per client; above it the connection's
+    /// next read is delayed (nothing is dropped).
+    pub max_publish_rate: u32,
+    /// PUBLISH packets a client may send in a burst above the rate.
+    pub publish_burst: u32,
+    /// Inbound bytes per second per client, throttled the same way.
+    pub max_publish_bytes_rate: u64,
+    /// Bytes a client may send in a burst above the byte rate.
+    pub publish_bytes_burst: u64,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions_per_client: usize,
+    /// Levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// QoS 1/2 messages an online session may queue beyond
+    /// `mqtt.max_online_messages` while its publishers are slowed down.
+    pub qos_queue_headroom: usize,
+    /// Longest a publisher's next read is delayed while a target is full.
+    pub backpressure_max_wait_ms: u64,
+    /// A subscriber with queued messages that makes no progress this long
+    /// is disconnected (5.0: reason 0x97 quota exceeded).
+    pub slow_consumer_timeout_secs: u64,
+    /// Resident memory in MiB above which new connections are refused
+    /// (CONNACK 0x89 server busy / 3.x 3 server unavailable).
+    pub max_memory_mb: u64,
+    /// How often resident memory is sampled, milliseconds.
+    pub memory_check_interval_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            connect_timeout_secs: 10,
+            proxy_header_timeout_secs: 5,
+            max_connect_rate: 0,
+            connect_burst: 100,
+            max_publish_rate: 0,
+            publish_burst: 100,
+            max_publish_bytes_rate: 0,
+            publish_bytes_burst: 1024 * 1024,
+            max_subscriptions_per_client: 0,
+            max_topic_levels: 128,
+            qos_queue_headroom: 1000,
+            backpressure_max_wait_ms: 1000,
+            slow_consumer_timeout_secs: 30,
+            max_memory_mb: 0,
+            memory_check_interval_ms: 1000,
         }
     }
 }
