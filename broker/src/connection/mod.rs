@@ -6,6 +6,7 @@
 mod handshake;
 mod inbound;
 mod outbound;
+mod throttle;
 
 use crate::broker::{Broker, CloseKind, SessionCell};
 use crate::codec::{self, reason, ConnAck, Disconnect, Packet, Properties, Protocol};
@@ -32,8 +33,6 @@ pub struct ConnInfo {
     pub cert_cn: Option<String>,
 }
 
-/// A socket that sends no CONNECT within this time is closed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the final flush (DISCONNECT, CONNACK refusals).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Outgoing bytes gathered before a write; also bounds one round's work.
@@ -90,6 +89,8 @@ pub(crate) struct Conn<S> {
     pub out_aliases: HashMap<Arc<str>, u16>,
     pub in_aliases: HashMap<u16, Arc<str>>,
     read_hint: usize,
+    /// Publish rate, backpressure and slow-consumer state.
+    pub(crate) throttle: Box<throttle::Throttle>,
 }
 
 async fn run<S>(io: S, info: ConnInfo, broker: Arc<Broker>, shutdown: CancellationToken)
@@ -125,16 +126,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let max_in = broker.config().mqtt.max_packet_size as usize;
+    // `limits.connect_timeout_secs`: a socket that sends no CONNECT is closed.
+    let connect_timeout = Duration::from_secs(broker.config().limits.connect_timeout_secs);
     let mut rbuf = BytesMut::new();
     let (connect, read) = tokio::select! {
-        r = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut io, &mut rbuf, max_in)) => match r {
+        r = tokio::time::timeout(connect_timeout, read_connect(&mut io, &mut rbuf, max_in)) => match r {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 refuse_undecodable(&mut io, &rbuf, &e, &broker).await;
                 return None;
             }
             Err(_) => {
-                tracing::debug!("no CONNECT within {CONNECT_TIMEOUT:?}, closing");
+                tracing::debug!("no CONNECT within {connect_timeout:?}, closing");
                 return None;
             }
         },
@@ -142,7 +145,17 @@ where
     };
     broker.metrics().bytes_in.inc_by(read);
     let protocol = connect.protocol;
-    let accepted = match handshake::accept(connect, &info, &broker).await {
+    let accepted = match throttle::over_memory(&broker) {
+        true => {
+            broker.metrics().edge.memory_refused.inc();
+            Err(handshake::Refusal {
+                code: throttle::busy_code(protocol),
+                why: "memory watermark exceeded",
+            })
+        }
+        false => handshake::accept(connect, &info, &broker).await,
+    };
+    let accepted = match accepted {
         Ok(a) => a,
         Err(r) => {
             tracing::info!(code = r.code, why = r.why, "CONNECT refused");
@@ -184,6 +197,7 @@ where
         out_aliases: HashMap::new(),
         in_aliases: HashMap::new(),
         read_hint: READ_MIN,
+        throttle: throttle::Throttle::new(&broker.config().limits),
         broker,
     };
     if let Err(close) = conn.send(&Packet::ConnAck(accepted.connack)) {
@@ -284,8 +298,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         tokio::pin!(ka_sleep);
         loop {
             let more = self.fill_wbuf();
+            let stall = match self.stall_check(!self.wbuf.is_empty()) {
+                Ok(s) => s,
+                Err(close) => return close,
+            };
             if !self.wbuf.is_empty() {
                 tokio::select! {
+                    // A client that takes nothing for this long is not reading.
+                    _ = tokio::time::sleep(self.slow_timeout()) => return throttle::slow_consumer(),
                     r = self.io.write_all(&self.wbuf) => match r {
                         Ok(()) => {
                             self.broker.metrics().bytes_out.inc_by(self.wbuf.len() as u64);
@@ -303,11 +323,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             if self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
                 self.rbuf.reserve(self.read_hint);
             }
+            let hold = self.read_hold();
+            let wake = match (hold, stall) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return shutting_down(),
                 _ = kicked.cancelled() => return taken_over(),
-                r = self.io.read_buf(&mut self.rbuf) => match r {
+                r = self.io.read_buf(&mut self.rbuf), if hold.is_none() => match r {
                     Ok(0) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "closed by client" },
                     Ok(n) => {
                         self.broker.metrics().bytes_in.inc_by(n as u64);
@@ -319,13 +344,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         if let Err(close) = self.process_all_input().await {
                             return close;
                         }
+                        self.account_read(n);
                         if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
                             self.rbuf = BytesMut::new();
                         }
                     }
                     Err(_) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "read failed" },
                 },
-                _ = &mut ka_sleep => return Close { kind: CloseKind::Abnormal, disconnect: Some(reason::KEEP_ALIVE_TIMEOUT), why: "keep-alive timeout" },
+                _ = &mut ka_sleep => match (hold, ka) {
+                    // Not reading on purpose: the client is not to blame.
+                    (Some(_), Some(ka)) => ka_sleep.as_mut().reset(Instant::now() + ka),
+                    _ => return Close { kind: CloseKind::Abnormal, disconnect: Some(reason::KEEP_ALIVE_TIMEOUT), why: "keep-alive timeout" },
+                },
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
                 _ = self.cell.notify.notified() => {}
                 _ = std::future::ready(()), if more => {}
             }
@@ -355,11 +386,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     /// Processes input, waiting on remote acknowledgements in order.
     async fn process_all_input(&mut self) -> Result<(), Close> {
-        while let Some(mut pending) = self.process_input()? {
+        loop {
+            crate::limits::clear_full();
+            let processed = self.process_input();
+            // Before any await: the publish path's notes are thread-local.
+            self.collect_full();
+            let Some(mut pending) = processed? else {
+                return Ok(());
+            };
             (&mut pending.remote).await;
             self.send(&pending.ack())?;
         }
-        Ok(())
     }
 
     /// Ends the connection: a last DISCONNECT (5.0), a bounded flush, and
@@ -387,6 +424,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let will = self.will.take();
         self.broker
             .detach(&self.cell, self.owner_id, close.kind, will);
+        if close.disconnect == Some(reason::QUOTA_EXCEEDED) {
+            self.trim_offline_queue();
+        }
     }
 }
 
