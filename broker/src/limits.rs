@@ -100,8 +100,8 @@ impl PublishLimiter {
             .then(|| Box::new(PublishLimiter { messages, bytes }))
     }
 
-    /// Accounts for `messages` PUBLISHes and `bytes` read; returns how long
-    /// the next read must wait.
+    /// Accounts for `messages` PUBLISHes of `bytes` in all; returns how
+    /// long further input must wait.
     pub fn account(&mut self, messages: u32, bytes: usize) -> Duration {
         let now = Instant::now();
         let a = match &mut self.messages {

@@ -245,7 +245,8 @@ pub struct LimitsConfig {
     pub max_publish_rate: u32,
     /// PUBLISH packets a client may send in a burst above the rate.
     pub publish_burst: u32,
-    /// Inbound bytes per second per client, throttled the same way.
+    /// PUBLISH bytes (topic + payload) per second per client, throttled
+    /// the same way.
     pub max_publish_bytes_rate: u64,
     /// Bytes a client may send in a burst above the byte rate.
     pub publish_bytes_burst: u64,

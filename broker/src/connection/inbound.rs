@@ -135,7 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     fn on_publish(&mut self, mut p: Publish) -> Result<Option<Pending>, Close> {
         self.broker.metrics().messages_in.inc();
-        self.throttle.publishes += 1;
+        self.account_publish(p.topic.len() + p.payload.len());
         let topic = self.resolve_topic(&mut p)?;
         if !topic::valid_topic_name(&topic) {
             return Err(Close::protocol(

@@ -324,6 +324,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 self.rbuf.reserve(self.read_hint);
             }
             let hold = self.read_hold();
+            if hold.is_none() && std::mem::take(&mut self.throttle.backlog) {
+                // Input held back by the publish rate comes before new reads.
+                if let Err(close) = self.process_all_input().await {
+                    return close;
+                }
+                continue;
+            }
             let wake = match (hold, stall) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -344,7 +351,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         if let Err(close) = self.process_all_input().await {
                             return close;
                         }
-                        self.account_read(n);
                         if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
                             self.rbuf = BytesMut::new();
                         }
@@ -368,6 +374,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// Synchronous, so that decoded packets never live in the task's future.
     fn process_input(&mut self) -> Result<Option<inbound::Pending>, Close> {
         loop {
+            if self.rate_paused() {
+                return Ok(None);
+            }
             match codec::decode(&mut self.rbuf, Some(self.protocol), self.max_in_packet) {
                 Ok(Some(p)) => {
                     if let Some(pending) = self.handle(p)? {

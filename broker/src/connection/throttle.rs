@@ -20,10 +20,10 @@ const DRAIN_POLL: Duration = Duration::from_millis(5);
 #[derive(Default)]
 pub(crate) struct Throttle {
     limiter: Option<Box<PublishLimiter>>,
-    /// PUBLISH packets handled since the last read was accounted.
-    pub publishes: u32,
-    /// The publish rate says: no read before this.
+    /// The publish rate says: no input is handled before this.
     resume_at: Option<Instant>,
+    /// Decoding stopped for the rate with input left in the read buffer.
+    pub backlog: bool,
     /// Sessions this client published QoS 1/2 to while they were full.
     full: Vec<Arc<SessionCell>>,
     /// The backpressure wait ends here, drained or not.
@@ -101,17 +101,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
     }
 
-    /// Charges a processed read of `bytes` to the publish rate.
-    pub(super) fn account_read(&mut self, bytes: usize) {
-        let publishes = std::mem::take(&mut self.throttle.publishes);
+    /// Charges one PUBLISH of `bytes` (topic and payload) to the rate.
+    pub(super) fn account_publish(&mut self, bytes: usize) {
         let Some(limiter) = &mut self.throttle.limiter else {
             return;
         };
-        let wait = limiter.account(publishes, bytes);
+        let wait = limiter.account(1, bytes);
         if !wait.is_zero() {
             self.throttle.resume_at = Some(Instant::now() + wait);
             self.broker.metrics().edge.publish_throttled.inc();
         }
+    }
+
+    /// True while the publish rate holds input back; decoding stops and
+    /// resumes from the read buffer once the time has come.
+    pub(super) fn rate_paused(&mut self) -> bool {
+        let paused = self
+            .throttle
+            .resume_at
+            .is_some_and(|at| at > Instant::now());
+        self.throttle.backlog |= paused;
+        paused
     }
 
     /// When the next read may happen, if not now: after the publish-rate
