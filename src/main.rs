@@ -4,6 +4,7 @@
 //! talks to a running node (`admin_cli`).
 
 mod admin_cli;
+mod passwd_cli;
 
 use clap::{Parser, Subcommand};
 use std::error::Error;
@@ -53,6 +54,24 @@ enum Command {
         #[command(subcommand)]
         what: AdminCommand,
     },
+    /// Manage a password file (argon2id hashes), like `mosquitto_passwd`.
+    Passwd {
+        /// Create the file, replacing any existing one.
+        #[arg(short = 'c')]
+        create: bool,
+        /// Batch mode: the password is the last argument.
+        #[arg(short = 'b')]
+        batch: bool,
+        /// Delete the user.
+        #[arg(short = 'D', conflicts_with_all = ["create", "batch"])]
+        delete: bool,
+        /// The password file.
+        file: PathBuf,
+        /// The user name.
+        user: String,
+        /// The password (with -b).
+        password: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,12 +97,36 @@ enum ClusterCommand {
 }
 
 async fn run_command(command: Command) -> ExitCode {
-    let Command::Admin {
-        what:
-            AdminCommand::Cluster {
-                what: ClusterCommand::Show { url, json },
-            },
-    } = command;
+    let (url, json) = match command {
+        Command::Admin {
+            what:
+                AdminCommand::Cluster {
+                    what: ClusterCommand::Show { url, json },
+                },
+        } => (url, json),
+        Command::Passwd {
+            create,
+            batch,
+            delete,
+            file,
+            user,
+            password,
+        } => {
+            if batch != password.is_some() {
+                eprintln!(
+                    "tern passwd: -b takes the password as the last argument, and only -b does"
+                );
+                return ExitCode::from(2);
+            }
+            return passwd_cli::run(&passwd_cli::Passwd {
+                file: &file,
+                user: &user,
+                create,
+                delete,
+                password: password.as_deref(),
+            });
+        }
+    };
     match admin_cli::cluster_show(&url, json).await {
         Ok(out) => {
             print!("{out}");

@@ -15,6 +15,7 @@
 //! - [`shared`]: picking one member node per shared-subscription group.
 //! - [`convert`]: broker values to and from protobuf.
 //! - [`transport`]: the injected byte transport (TCP, in-memory with cuts), TLS.
+//! - [`options`]: [`ClusterOptions`] and incarnations.
 //! - [`peers`]: where peer addresses come from ([`peers::StaticPeers`]).
 //! - [`link`] (dialer side), [`service`] (gRPC server side), [`node`]
 //!   ([`Cluster`]: the [`RemoteRoutes`](tern_broker::routes::RemoteRoutes)
@@ -28,6 +29,7 @@ mod forward;
 mod link;
 pub mod local;
 pub mod node;
+pub mod options;
 pub mod outbox;
 pub mod peers;
 pub mod remote;
@@ -35,7 +37,8 @@ mod service;
 pub mod shared;
 pub mod transport;
 
-pub use node::{Cluster, ClusterOptions};
+pub use node::Cluster;
+pub use options::ClusterOptions;
 pub use peers::{PeerSource, StaticPeers};
 pub use transport::{MemNetwork, TcpTransport, Transport};
 

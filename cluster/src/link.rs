@@ -199,6 +199,8 @@ async fn connect(inner: &Arc<Inner>, addr: &str, stop: &CancellationToken) -> Ou
         st.tx = Some(tx.clone());
     }
     peer.outbox.lock().rewind();
+    // Whatever was buffered goes out right after the initial sync.
+    peer.notify.notify_one();
     inner.refresh_gauges();
     info!(peer = %name, %addr, incarnation = hello.incarnation, "peer up");
     let result = serve(inner, &peer, &tx, &mut inbound, stop).await;

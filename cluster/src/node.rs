@@ -5,6 +5,7 @@
 
 use crate::dedup::Dedup;
 use crate::local::LocalRoutes;
+use crate::options::{new_incarnation, ClusterOptions};
 use crate::outbox::Outbox;
 use crate::pb;
 use crate::peers::PeerSource;
@@ -17,7 +18,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tern_broker::admin::{ClusterShow, PeerShow};
 use tern_broker::broker::Broker;
-use tern_broker::config::{ClusterConfig, Config, SharedPolicy};
+use tern_broker::config::{ClusterConfig, SharedPolicy};
 use tern_broker::metrics::ClusterMetrics;
 use tern_broker::session::now_ms;
 use tokio::sync::{mpsc, watch, Notify};
@@ -25,41 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-/// Everything a [`Cluster`] needs besides its transport and peer source.
-#[derive(Debug, Clone)]
-pub struct ClusterOptions {
-    /// This node's name.
-    pub node: String,
-    /// `[cluster]`.
-    pub cluster: ClusterConfig,
-    /// `mqtt.shared_subscription_policy`.
-    pub shared_policy: SharedPolicy,
-    /// `mqtt.retain_available`.
-    pub retain_available: bool,
-    /// Fixed incarnation (tests); `None` draws a new one.
-    pub incarnation: Option<u64>,
-}
-
-impl ClusterOptions {
-    /// Options from the node's configuration.
-    pub fn from_config(config: &Config) -> ClusterOptions {
-        ClusterOptions {
-            node: config.node_name(),
-            cluster: config.cluster.clone(),
-            shared_policy: config.mqtt.shared_subscription_policy,
-            retain_available: config.mqtt.retain_available,
-            incarnation: None,
-        }
-    }
-}
-
-/// A fresh incarnation: start time in ms, times 1024, plus 10 random bits,
-/// so a restarted node's incarnation is greater than its previous one.
-pub fn new_incarnation() -> u64 {
-    now_ms()
-        .saturating_mul(1024)
-        .saturating_add(rand::random::<u64>() % 1024)
-}
+/// A shared group: (group, filter).
+pub(crate) type GroupKey = (Arc<str>, Arc<str>);
 
 /// Link-level state of one peer, by name.
 pub(crate) struct PeerState {
@@ -106,7 +74,7 @@ pub(crate) struct Inner {
     pub peers: Mutex<HashMap<Arc<str>, Arc<Peer>>>,
     pub links: Mutex<HashMap<String, CancellationToken>>,
     pub inbound: Mutex<HashMap<Arc<str>, Inbound>>,
-    pub shared_rr: Mutex<HashMap<(Arc<str>, Arc<str>), usize>>,
+    pub shared_rr: Mutex<HashMap<GroupKey, usize>>,
     pub transport: Arc<dyn Transport>,
     pub tls: Option<MeshTls>,
     pub shutdown: CancellationToken,

@@ -200,6 +200,7 @@ impl Config {
 
     /// Checks the rules serde cannot express, before anything binds.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.discovery.validate()?;
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
         let m = &self.mqtt;

@@ -5,6 +5,7 @@
 //! Loading (file + `TERN_…` environment overrides + validation) lives in
 //! the `load` submodule.
 
+pub mod discovery;
 mod load;
 pub use load::*;
 
@@ -30,6 +31,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The cluster mesh (disabled: a single node).
     pub cluster: ClusterConfig,
+    /// Peer discovery.
+    pub discovery: discovery::DiscoveryConfig,
     /// Overload protection: rates, timeouts, caps, the memory watermark.
     pub limits: LimitsConfig,
 }
