@@ -142,25 +142,6 @@ pub fn clear_full() {
     FULL.with(|f| f.borrow_mut().clear());
 }
 
-/// Waits until every session in `full` has fewer than `limit` queued
-/// messages, or `max_wait` has passed. Returns whether it waited at all.
-pub async fn wait_drained(full: &[Arc<SessionCell>], limit: usize, max_wait: Duration) -> bool {
-    let drained = || {
-        full.iter().all(|c| {
-            let st = c.state.lock();
-            st.owner.is_none() || st.data.queue.len() < limit
-        })
-    };
-    if drained() {
-        return false;
-    }
-    let deadline = Instant::now() + max_wait;
-    while Instant::now() < deadline && !drained() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    true
-}
-
 /// Resident memory of this process in bytes, from `/proc/self/statm`
 /// (`None` where that file does not exist).
 pub fn rss_bytes() -> Option<u64> {

@@ -206,7 +206,7 @@ impl Broker {
             .data
             .enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
         drop(st);
-        if full {
+        if full && outcome == Enqueued::Queued {
             crate::limits::note_full(&cell);
         }
         match outcome {

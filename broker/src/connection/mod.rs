@@ -27,7 +27,7 @@ use tracing::Instrument;
 pub struct ConnInfo {
     /// Remote address.
     pub peer: SocketAddr,
-    /// Listener name, for logs and metrics ("tcp", "tls").
+    /// Listener name, for logs and metrics ("tcp", "tls", "ws", "wss").
     pub listener: &'static str,
     /// Common name of a verified TLS client certificate.
     pub cert_cn: Option<String>,
@@ -133,7 +133,7 @@ where
         r = tokio::time::timeout(connect_timeout, read_connect(&mut io, &mut rbuf, max_in)) => match r {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                refuse_undecodable(&mut io, &rbuf, &e, &broker).await;
+                handshake::refuse_undecodable(&mut io, &rbuf, &e, &broker).await;
                 return None;
             }
             Err(_) => {
@@ -232,50 +232,6 @@ async fn read_connect<S: AsyncRead + Unpin>(
     }
 }
 
-/// The protocol level byte of a partially read CONNECT, if it got that far.
-fn sniff_level(buf: &[u8]) -> Option<u8> {
-    // Fixed header: type byte, 1–4 length bytes; then the protocol name.
-    let mut i = 1;
-    while *buf.get(i)? & 0x80 != 0 {
-        i += 1;
-    }
-    let name_len = usize::from(u16::from_be_bytes([*buf.get(i + 1)?, *buf.get(i + 2)?]));
-    buf.get(i + 3 + name_len).copied()
-}
-
-/// The reaction to a first packet that cannot be accepted: an unknown
-/// protocol level gets a 3.1.1 CONNACK 0x01; a malformed 5.0 CONNECT gets a
-/// 5.0 CONNACK with the reason; anything else is simply closed.
-async fn refuse_undecodable<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    rbuf: &[u8],
-    e: &codec::DecodeError,
-    broker: &Broker,
-) {
-    use codec::DecodeError as E;
-    broker.metrics().protocol_errors.inc();
-    broker.metrics().connections_refused.inc();
-    tracing::info!(error = %e, "first packet refused");
-    let (protocol, code) = match e {
-        E::UnsupportedProtocolLevel(_) => {
-            (Protocol::V311, reason::v3::UNACCEPTABLE_PROTOCOL_VERSION)
-        }
-        E::InvalidProtocolName | E::FirstPacketNotConnect => return,
-        E::Malformed("connection closed before CONNECT") => return,
-        _ if sniff_level(rbuf) == Some(5) => (Protocol::V5, e.reason_code()),
-        _ => return,
-    };
-    let ack = ConnAck {
-        session_present: false,
-        code,
-        properties: Properties::default(),
-    };
-    let mut w = BytesMut::new();
-    if codec::encode(&Packet::ConnAck(ack), protocol, &mut w).is_ok() {
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, io.write_all(&w)).await;
-    }
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// Encodes `p` into the write buffer.
     pub(crate) fn send(&mut self, p: &Packet) -> Result<(), Close> {
@@ -303,9 +259,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 Err(close) => return close,
             };
             if !self.wbuf.is_empty() {
+                let slow = self.slow_timeout();
                 tokio::select! {
-                    // A client that takes nothing for this long is not reading.
-                    _ = tokio::time::sleep(self.slow_timeout()) => return throttle::slow_consumer(),
+                    // Biased so that a write that completes at once never
+                    // arms the slow-consumer timer.
+                    biased;
                     r = self.io.write_all(&self.wbuf) => match r {
                         Ok(()) => {
                             self.broker.metrics().bytes_out.inc_by(self.wbuf.len() as u64);
@@ -318,6 +276,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     },
                     _ = kicked.cancelled() => return taken_over(),
                     _ = shutdown.cancelled() => return shutting_down(),
+                    // A client that takes nothing for this long is not reading.
+                    _ = tokio::time::sleep(slow) => return throttle::slow_consumer(),
                 }
             }
             if self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
@@ -455,18 +415,6 @@ fn shutting_down() -> Close {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::sniff_level;
-
-    #[test]
-    fn sniffs_the_protocol_level() {
-        let c = [0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02];
-        assert_eq!(sniff_level(&c), Some(5));
-        assert_eq!(sniff_level(&c[..5]), None);
-        assert_eq!(sniff_level(&[0x10, 0xff]), None);
-    }
-}
 #[cfg(test)]
 mod size_guard {
     /// An idle connection's memory is dominated by its task's future: keep
