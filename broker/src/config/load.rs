@@ -169,30 +169,9 @@ impl Config {
                       #   allow_register_during_netsplit, allow_publish_during_netsplit,\n\
                       #   allow_subscribe_during_netsplit: accept CONNECT / PUBLISH / SUBSCRIBE\n\
                       #     while a known peer is unreachable.\n\
-                      #   tls.enabled, tls.cert, tls.key, tls.ca: mutual TLS between nodes.\n\
-                      #\n\
-                      # [listeners.ws] / [listeners.wss]: MQTT over WebSocket (subprotocol mqtt or\n\
-                      #   mqttv3.1, binary frames) on `path`; other paths get 404. wss takes\n\
-                      #   cert/key/ca/require_client_cert like listeners.tls (PEM paths, unset).\n\
-                      # proxy_protocol (every listener): expect a PROXY v1/v2 header first; the\n\
-                      #   client's address replaces the peer. proxy_protocol_use_cn_as_username:\n\
-                      #   a v2 SSL TLV's client certificate CN is used like a TLS client CN.\n\
-                      #\n\
-                      # [limits]: overload protection; a rate or cap of 0 means no limit.\n\
-                      #   connect_timeout_secs: close a socket without a CONNECT after this.\n\
-                      #   proxy_header_timeout_secs: the PROXY header must arrive within this.\n\
-                      #   max_connect_rate, connect_burst: new connections/s per listener (token\n\
-                      #     bucket); the excess is closed after accept.\n\
-                      #   max_publish_rate, publish_burst, max_publish_bytes_rate,\n\
-                      #     publish_bytes_burst: per client; the excess is slowed, never dropped.\n\
-                      #   max_subscriptions_per_client, max_topic_levels: SUBACK / DISCONNECT caps.\n\
-                      #   qos_queue_headroom, backpressure_max_wait_ms: QoS 1/2 to a full online\n\
-                      #     queue is kept (up to the headroom) and its publishers are slowed.\n\
-                      #   slow_consumer_timeout_secs: a subscriber stuck this long is disconnected.\n\
-                      #   max_memory_mb, memory_check_interval_ms: above this RSS new clients get\n\
-                      #     CONNACK server busy.\n\n";
+                      #   tls.enabled, tls.cert, tls.key, tls.ca: mutual TLS between nodes.\n\n";
         match toml::to_string(&Config::default()) {
-            Ok(body) => format!("{header}{body}"),
+            Ok(body) => format!("{header}{}{body}", super::edge::EDGE_DOC),
             // Unreachable for the plain data in `Config`, but never panic.
             Err(e) => format!("{header}# cannot render the defaults: {e}\n"),
         }
@@ -325,62 +304,6 @@ impl Config {
         Ok(())
     }
 
-    /// The WebSocket listeners and `[limits]`.
-    fn validate_edge(&self) -> Result<(), ConfigError> {
-        let invalid =
-            |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
-        let (ws, wss) = (&self.listeners.ws, &self.listeners.wss);
-        if ws.enabled {
-            if ws.max_connections == 0 {
-                return invalid("listeners.ws.max_connections", "must be at least 1".into());
-            }
-            if !ws.path.starts_with('/') {
-                return invalid("listeners.ws.path", "must start with /".into());
-            }
-        }
-        if wss.enabled {
-            if wss.max_connections == 0 {
-                return invalid("listeners.wss.max_connections", "must be at least 1".into());
-            }
-            if !wss.path.starts_with('/') {
-                return invalid("listeners.wss.path", "must start with /".into());
-            }
-            let why = "the WSS listener is enabled";
-            check_file("listeners.wss.cert", wss.cert.as_deref(), why)?;
-            check_file("listeners.wss.key", wss.key.as_deref(), why)?;
-            if wss.require_client_cert || wss.ca.is_some() {
-                check_file(
-                    "listeners.wss.ca",
-                    wss.ca.as_deref(),
-                    "require_client_cert is set",
-                )?;
-            }
-        }
-        let l = &self.limits;
-        let at_least_1 = [
-            ("limits.connect_timeout_secs", l.connect_timeout_secs),
-            (
-                "limits.proxy_header_timeout_secs",
-                l.proxy_header_timeout_secs,
-            ),
-            ("limits.connect_burst", u64::from(l.connect_burst)),
-            ("limits.publish_burst", u64::from(l.publish_burst)),
-            ("limits.publish_bytes_burst", l.publish_bytes_burst),
-            (
-                "limits.slow_consumer_timeout_secs",
-                l.slow_consumer_timeout_secs,
-            ),
-            (
-                "limits.memory_check_interval_ms",
-                l.memory_check_interval_ms,
-            ),
-        ];
-        if let Some((key, _)) = at_least_1.iter().find(|(_, v)| *v == 0) {
-            return invalid(key, "must be at least 1".into());
-        }
-        Ok(())
-    }
-
     /// The node name: `node.name`, or the host name when that is empty.
     pub fn node_name(&self) -> String {
         if !self.node.name.is_empty() {
@@ -403,7 +326,11 @@ fn valid_peer(peer: &str) -> bool {
 }
 
 /// A required file setting: present, and an existing file.
-fn check_file(key: &'static str, path: Option<&Path>, why: &str) -> Result<(), ConfigError> {
+pub(super) fn check_file(
+    key: &'static str,
+    path: Option<&Path>,
+    why: &str,
+) -> Result<(), ConfigError> {
     match path {
         None => Err(ConfigError::Invalid {
             key,
@@ -417,7 +344,7 @@ fn check_file(key: &'static str, path: Option<&Path>, why: &str) -> Result<(), C
     }
 }
 
-fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
+pub(super) fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
     text.parse::<Table>().map_err(|source| ConfigError::Syntax {
         origin: origin.to_string(),
         source,
@@ -426,7 +353,7 @@ fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
 
 /// Collects the `TERN_…` overrides, sorted by name for deterministic
 /// precedence and error messages.
-fn env_overrides(env: &dyn EnvSource) -> Result<Vec<EnvOverride>, ConfigError> {
+pub(super) fn env_overrides(env: &dyn EnvSource) -> Result<Vec<EnvOverride>, ConfigError> {
     let mut out = Vec::new();
     for (var, raw) in env.vars() {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
@@ -498,7 +425,7 @@ fn insert(table: &mut Table, ov: &EnvOverride, value: Value) -> Result<(), Confi
 }
 
 /// Merges the overrides into the file's table and deserializes the result.
-fn build(file: Table, overrides: &[EnvOverride]) -> Result<Config, ConfigError> {
+pub(super) fn build(file: Table, overrides: &[EnvOverride]) -> Result<Config, ConfigError> {
     // An override that looked like a number or boolean but sits where a
     // string belongs (e.g. TERN_NODE__NAME=42) is retried as a string.
     let mut as_string = vec![false; overrides.len()];
