@@ -174,8 +174,10 @@ async fn inbound(
         warn!(peer = %name, incarnation, "link from a stale incarnation refused");
         return;
     }
-    if let Some(addr) = dial_back(&hello.advertise, ip) {
-        inner.dial(&addr);
+    if inner.cfg.dial_back {
+        if let Some(addr) = dial_back(&hello.advertise, ip) {
+            inner.dial(&addr);
+        }
     }
     let broker = inner.broker();
     let stop = inner.shutdown.clone();

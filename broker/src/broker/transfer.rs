@@ -128,8 +128,16 @@ impl Broker {
 
     /// Drops retained messages whose expiry has passed.
     pub fn expire_retained(&self, now: u64) -> usize {
-        let n = self.retained.retain_where(|_, m| !m.expired(now));
-        for _ in 0..n {
+        // Expired tombstones go too, but only live messages were counted.
+        let mut live = 0;
+        let n = self.retained.retain_where(|_, m| {
+            let keep = !m.expired(now);
+            if !keep && !m.payload.is_empty() {
+                live += 1;
+            }
+            keep
+        });
+        for _ in 0..live {
             self.metrics.retained.dec();
         }
         n

@@ -169,6 +169,7 @@ impl Config {
                       #   allow_register_during_netsplit, allow_publish_during_netsplit,\n\
                       #   allow_subscribe_during_netsplit: accept CONNECT / PUBLISH / SUBSCRIBE\n\
                       #     while a known peer is unreachable.\n\
+                      #   dial_back: dial a node that dialed in at its advertised address (off behind NAT).\n\
                       #   tls.enabled, tls.cert, tls.key, tls.ca: mutual TLS between nodes.\n\n";
         match toml::to_string(&Config::default()) {
             Ok(body) => format!("{header}{}{body}", super::edge::EDGE_DOC),

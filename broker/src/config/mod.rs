@@ -310,6 +310,11 @@ pub struct ClusterConfig {
     pub allow_publish_during_netsplit: bool,
     /// Accept a SUBSCRIBE while some known peer is unreachable.
     pub allow_subscribe_during_netsplit: bool,
+    /// Dial back a node that dialed in, at the address it advertises, so a
+    /// single seed address forms the whole mesh. Turn off when nodes must
+    /// be reached only through the configured peer addresses (behind a
+    /// proxy or NAT, where the advertised address is not reachable).
+    pub dial_back: bool,
     /// Mutual TLS between nodes.
     pub tls: ClusterTlsConfig,
 }
@@ -328,6 +333,7 @@ impl Default for ClusterConfig {
             allow_register_during_netsplit: true,
             allow_publish_during_netsplit: true,
             allow_subscribe_during_netsplit: true,
+            dial_back: true,
             tls: ClusterTlsConfig::default(),
         }
     }
