@@ -246,9 +246,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load::{build, env_overrides, parse_table};
     use std::collections::HashMap;
-    use toml::Table;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -261,7 +259,7 @@ mod tests {
     fn edge_keys_load_from_file_and_environment() {
         let text = "[listeners.ws]\nenabled = true\npath = \"/ws\"\n\
                     [listeners.tcp]\nproxy_protocol = true\n[limits]\nmax_connect_rate = 50\n";
-        let mut c = build(parse_table(text, "t").expect("toml"), &[]).expect("parses");
+        let mut c = Config::from_toml_str(text).expect("parses");
         assert!(c.listeners.ws.enabled && c.listeners.tcp.proxy_protocol);
         assert_eq!(c.listeners.ws.path, "/ws");
         assert_eq!(c.listeners.ws.bind.port(), 8080);
@@ -275,9 +273,8 @@ mod tests {
                 ..
             })
         ));
-        let overrides = env_overrides(&env(&[("TERN_LIMITS__SLOW_CONSUMER_TIMEOUT_SECS", "7")]))
-            .expect("overrides");
-        let c = build(Table::new(), &overrides).expect("builds");
+        let vars = env(&[("TERN_LIMITS__SLOW_CONSUMER_TIMEOUT_SECS", "7")]);
+        let c = Config::load(None, &vars).expect("loads");
         assert_eq!(c.limits.slow_consumer_timeout_secs, 7);
     }
 
@@ -292,10 +289,7 @@ mod tests {
                 ..
             })
         ));
-        let err = build(
-            parse_table("[limits]\nmax_conect_rate = 1", "t").expect("toml"),
-            &[],
-        );
+        let err = Config::from_toml_str("[limits]\nmax_conect_rate = 1");
         assert!(
             matches!(err, Err(ConfigError::UnknownKey { key }) if key == "limits.max_conect_rate")
         );

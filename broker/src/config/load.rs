@@ -345,7 +345,7 @@ pub(super) fn check_file(
     }
 }
 
-pub(super) fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
+fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
     text.parse::<Table>().map_err(|source| ConfigError::Syntax {
         origin: origin.to_string(),
         source,
@@ -354,7 +354,7 @@ pub(super) fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError
 
 /// Collects the `TERN_…` overrides, sorted by name for deterministic
 /// precedence and error messages.
-pub(super) fn env_overrides(env: &dyn EnvSource) -> Result<Vec<EnvOverride>, ConfigError> {
+fn env_overrides(env: &dyn EnvSource) -> Result<Vec<EnvOverride>, ConfigError> {
     let mut out = Vec::new();
     for (var, raw) in env.vars() {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
@@ -426,7 +426,7 @@ fn insert(table: &mut Table, ov: &EnvOverride, value: Value) -> Result<(), Confi
 }
 
 /// Merges the overrides into the file's table and deserializes the result.
-pub(super) fn build(file: Table, overrides: &[EnvOverride]) -> Result<Config, ConfigError> {
+fn build(file: Table, overrides: &[EnvOverride]) -> Result<Config, ConfigError> {
     // An override that looked like a number or boolean but sits where a
     // string belongs (e.g. TERN_NODE__NAME=42) is retried as a string.
     let mut as_string = vec![false; overrides.len()];

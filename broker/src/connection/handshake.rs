@@ -394,7 +394,7 @@ pub(super) async fn refuse_undecodable<S: AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
-mod tests {
+mod sniff_tests {
     use super::sniff_level;
 
     #[test]
