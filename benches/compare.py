@@ -36,10 +36,11 @@ TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(REPO, "target", "bench"
 TERN = os.path.join(TARGET, "release", "tern")
 LOADGEN = os.path.join(TARGET, "release", "tern-loadgen")
 HOST = "127.0.0.1"
-TERN_PORT, MOSQ_PORT = 18830, 18831
-CLUSTER_MQTT = [18841, 18842, 18843]
-CLUSTER_ADMIN = [18851, 18852, 18853]
-CLUSTER_MESH = [18861, 18862, 18863]
+TERN_PORT, MOSQ_PORT = 27830, 27831
+TERN_ADMIN = 27850
+CLUSTER_MQTT = [27841, 27842, 27843]
+CLUSTER_ADMIN = [27851, 27852, 27853]
+CLUSTER_MESH = [27861, 27862, 27863]
 BROKER_CPU, LOADGEN_CPU = "0", "1"
 
 # Queue and in-flight limits shared by both brokers.
@@ -78,6 +79,13 @@ def sh(cmd, **kw):
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
+
+
+def port_free(port):
+    """Refuses to run against a listener that is not ours (another broker)."""
+    with socket.socket() as s:
+        if s.connect_ex((HOST, port)) == 0:
+            raise RuntimeError(f"port {port} is already in use by another process")
 
 
 def wait_port(port, proc, timeout=20):
@@ -129,7 +137,8 @@ TERN_CONFIG_DESC = (
 
 
 def start_tern():
-    p = subprocess.Popen(taskset(BROKER_CPU) + [TERN], env=tern_env(TERN_PORT, 18850),
+    port_free(TERN_PORT)
+    p = subprocess.Popen(taskset(BROKER_CPU) + [TERN], env=tern_env(TERN_PORT, TERN_ADMIN),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(TERN_PORT, p)
     return [p], TERN_PORT, None
@@ -151,6 +160,7 @@ def mosquitto_conf(path):
 
 
 def start_mosquitto(conf):
+    port_free(MOSQ_PORT)
     p = subprocess.Popen(taskset(BROKER_CPU) + ["mosquitto", "-c", conf],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(MOSQ_PORT, p)
@@ -159,6 +169,8 @@ def start_mosquitto(conf):
 
 def start_cluster():
     procs = []
+    for port in CLUSTER_MQTT + CLUSTER_ADMIN + CLUSTER_MESH:
+        port_free(port)
     for i in range(3):
         peers = ",".join(f"{HOST}:{CLUSTER_MESH[j]}" for j in range(3) if j != i)
         env = tern_env(CLUSTER_MQTT[i], CLUSTER_ADMIN[i], {
@@ -273,7 +285,7 @@ def main():
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
 
     ensure_mosquitto()
     if not a.no_build:
