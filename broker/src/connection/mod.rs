@@ -40,6 +40,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const WBUF_HIGH: usize = 64 * 1024;
 /// Smallest read reservation: small, so that idle connections stay cheap.
 const READ_MIN: usize = 512;
+/// What `read_buf` reserves in an empty buffer: a quiet connection's read
+/// that fills it is a sign of traffic, and grows the next reservation.
+const QUIET_READ: usize = 64;
 
 /// Serves one client connection until it closes, the protocol ends it, or
 /// `shutdown` is cancelled (then 5.0 clients get DISCONNECT 0x8B first).
@@ -300,7 +303,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     _ = shutdown.cancelled() => return shutting_down(),
                 }
             }
-            if self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
+            // A quiet client with nothing buffered waits with no read buffer
+            // of its own: `read_buf` then reserves only 64 bytes, and larger
+            // reservations follow once bytes flow (idle connections stay small).
+            let quiet = self.read_hint == READ_MIN && self.rbuf.is_empty();
+            if quiet {
+                if self.rbuf.capacity() > 0 {
+                    self.rbuf = BytesMut::new();
+                }
+            } else if self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
                 self.rbuf.reserve(self.read_hint);
             }
             tokio::select! {
@@ -312,7 +323,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     Ok(n) => {
                         self.broker.metrics().bytes_in.inc_by(n as u64);
                         // Grow reads for busy clients, stay small for quiet ones.
-                        self.read_hint = if n >= self.read_hint { (self.read_hint * 2).min(64 * 1024) } else { READ_MIN.max(self.read_hint / 2) };
+                        self.read_hint = if n >= self.read_hint || (quiet && n >= QUIET_READ) { (self.read_hint * 2).min(64 * 1024) } else { READ_MIN.max(self.read_hint / 2) };
                         if let Some(ka) = ka {
                             ka_sleep.as_mut().reset(Instant::now() + ka);
                         }
@@ -434,6 +445,6 @@ mod size_guard {
         };
         let f = super::serve(a, info, b, Default::default());
         let size = std::mem::size_of_val(&f);
-        assert!(size <= 2048, "connection future grew to {size} bytes");
+        assert!(size <= 1536, "connection future grew to {size} bytes");
     }
 }
