@@ -167,24 +167,42 @@ impl<H: Handler> Listener<H> {
 
     async fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let token = self.shutdown.child_token();
-        let info = |cert_cn| ConnInfo {
-            peer,
-            listener: self.name,
-            cert_cn,
-        };
-        let Some(acceptor) = &self.tls else {
-            return self.handler.handle(stream, info(None), token).await;
-        };
-        // Boxed so that plain-TCP connection tasks do not carry the size of
-        // the TLS state machines: it keeps idle connections small.
+        match &self.tls {
+            None => {
+                let info = ConnInfo {
+                    peer,
+                    listener: self.name,
+                    cert_cn: None,
+                };
+                self.handler.handle(stream, info, token).await
+            }
+            // Boxed as a whole, so that plain-TCP connection tasks carry
+            // neither the TLS state machines nor the TLS stream (which
+            // doubled an idle connection's task).
+            Some(acceptor) => Box::pin(self.serve_tls(acceptor, stream, peer, token)).await,
+        }
+    }
+
+    async fn serve_tls(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+        token: CancellationToken,
+    ) {
         let handshake = tokio::select! {
             _ = token.cancelled() => return,
             r = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))) => r,
         };
         match handshake {
             Ok(Ok(tls)) => {
-                let cn = crate::tls::peer_common_name(tls.get_ref().1);
-                Box::pin(self.handler.handle(tls, info(cn), token)).await;
+                let cert_cn = crate::tls::peer_common_name(tls.get_ref().1);
+                let info = ConnInfo {
+                    peer,
+                    listener: self.name,
+                    cert_cn,
+                };
+                Box::pin(self.handler.handle(tls, info, token)).await;
             }
             Ok(Err(e)) => debug!(listener = self.name, %peer, error = %e, "TLS handshake failed"),
             Err(_) => debug!(listener = self.name, %peer, "TLS handshake timed out"),
