@@ -56,9 +56,9 @@ def scenarios(quick):
     for qos in (0, 1):
         q = ["--qos", str(qos)]
         out += [
-            (f"fanin_q{qos}", ["--scenario", "fanin", "--clients", "10", "--messages", str(200000 // k)] + q),
-            (f"fanout_q{qos}", ["--scenario", "fanout", "--clients", "10", "--messages", str(20000 // k)] + q),
-            (f"pairs_q{qos}", ["--scenario", "pairs", "--clients", "10", "--messages", str(200000 // k)] + q),
+            (f"fanin_q{qos}", ["--scenario", "fanin", "--clients", "10", "--messages", str(500000 // k)] + q),
+            (f"fanout_q{qos}", ["--scenario", "fanout", "--clients", "10", "--messages", str(50000 // k)] + q),
+            (f"pairs_q{qos}", ["--scenario", "pairs", "--clients", "10", "--messages", str(500000 // k)] + q),
             (f"latency_q{qos}", ["--scenario", "latency", "--rate", "5000", "--seconds", "2" if quick else "5"] + q),
         ]
     return out
@@ -67,7 +67,7 @@ def scenarios(quick):
 def cluster_scenarios(quick):
     k = 4 if quick else 1
     return [
-        (f"pairs_q{qos}", ["--scenario", "pairs", "--clients", "10", "--messages", str(200000 // k),
+        (f"pairs_q{qos}", ["--scenario", "pairs", "--clients", "10", "--messages", str(500000 // k),
                            "--qos", str(qos), "--settle-ms", "1500"])
         for qos in (0, 1)
     ]
@@ -136,9 +136,9 @@ TERN_CONFIG_DESC = (
 )
 
 
-def start_tern():
+def start_tern(pinned=True):
     port_free(TERN_PORT)
-    p = subprocess.Popen(taskset(BROKER_CPU) + [TERN], env=tern_env(TERN_PORT, TERN_ADMIN),
+    p = subprocess.Popen((taskset(BROKER_CPU) if pinned else []) + [TERN], env=tern_env(TERN_PORT, TERN_ADMIN),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(TERN_PORT, p)
     return [p], TERN_PORT, None
@@ -180,7 +180,7 @@ def start_cluster():
             "TERN_CLUSTER__SECRET": "bench",
             "TERN_NODE__NAME": f"n{i + 1}",
         })
-        procs.append(subprocess.Popen(taskset(BROKER_CPU) + [TERN], env=env,
+        procs.append(subprocess.Popen([TERN], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for i, p in enumerate(procs):
         wait_port(CLUSTER_MQTT[i], p)
@@ -202,8 +202,8 @@ def start_cluster():
     raise RuntimeError("cluster peers not up after 30 s")
 
 
-def loadgen(args, port, label, pid=None, sub_port=None):
-    cmd = taskset(LOADGEN_CPU) + [LOADGEN, "--host", HOST, "--port", str(port), "--label", label] + args
+def loadgen(args, port, label, pid=None, sub_port=None, pinned=True):
+    cmd = (taskset(LOADGEN_CPU) if pinned else []) + [LOADGEN, "--host", HOST, "--port", str(port), "--label", label] + args
     if pid is not None:
         cmd += ["--broker-pid", str(pid)]
     if sub_port is not None:
@@ -319,10 +319,20 @@ def main():
                 for p in procs:
                     stop(p)
         if not a.skip_cluster:
+            # Unpinned, like the single-node reference run next to it: three
+            # nodes on one core would measure CPU sharing, not the cluster.
+            procs, port, _ = start_tern(pinned=False)
+            try:
+                for scen, args in cluster_scenarios(a.quick):
+                    record("tern-unpinned", scen, rnd, loadgen(args, port, "tern-unpinned", pinned=False))
+            finally:
+                for p in procs:
+                    stop(p)
             procs, pub_port, sub_port = start_cluster()
             try:
                 for scen, args in cluster_scenarios(a.quick):
-                    record("tern-cluster", scen, rnd, loadgen(args, pub_port, "tern-cluster", sub_port=sub_port))
+                    record("tern-cluster", scen, rnd,
+                           loadgen(args, pub_port, "tern-cluster", sub_port=sub_port, pinned=False))
             finally:
                 for p in procs:
                     stop(p)
@@ -362,7 +372,7 @@ def main():
     if not a.skip_cluster:
         for scen, _ in cluster_scenarios(a.quick):
             c = med(vals("tern-cluster", scen, "msgs_per_s"))
-            s = med(vals("tern", scen, "msgs_per_s"))
+            s = med(vals("tern-unpinned", scen, "msgs_per_s"))
             cluster_rows.append((scen, c, s, (c / s) if (c and s) else None, totals("tern-cluster", scen)))
 
     mach = machine()
@@ -383,7 +393,7 @@ def main():
       "engineers' builds, so absolute numbers are noisy; ratios come from the same rounds.")
     w(f"- Pinning: brokers on CPU {BROKER_CPU} (`taskset`), the load generator on CPU {LOADGEN_CPU}. "
       "Tern's tokio runtime therefore has one worker: a per-core comparison with single-threaded Mosquitto. "
-      "The 3 cluster nodes share CPU 0 too.\n")
+      "The cluster comparison runs unpinned (3 nodes, load generator and a single-node reference alike).\n")
     w("## Brokers\n")
     w(f"- Tern: `{tern_version}`, release build (`lto = \"thin\"`), {TERN_CONFIG_DESC}.")
     w(f"- Mosquitto: `{mosq_version}` (Debian package), config:\n")
@@ -395,9 +405,9 @@ def main():
       "QoS 1 publishers keep at most 64 PUBLISHes unacknowledged, and all publishers pause while more than "
       "20,000 deliveries are outstanding end to end. 64-byte payloads.\n")
     k = 4 if a.quick else 1
-    w(f"- fanin: 10 publishers → 1 subscriber (`+` filter), {200000 // k:,} messages.")
-    w(f"- fanout: 1 publisher → 10 subscribers, {20000 // k:,} messages ({200000 // k:,} deliveries).")
-    w(f"- pairs: 10 publisher/subscriber pairs, {200000 // k:,} messages.")
+    w(f"- fanin: 10 publishers → 1 subscriber (`+` filter), {500000 // k:,} messages.")
+    w(f"- fanout: 1 publisher → 10 subscribers, {50000 // k:,} messages ({500000 // k:,} deliveries).")
+    w(f"- pairs: 10 publisher/subscriber pairs, {500000 // k:,} messages.")
     w("- latency: 1 publisher at 5,000 msg/s, 1 subscriber; percentiles of publish-to-receive time.")
     w(f"- conns: {2000 if a.quick else 10000:,} idle connections (64 handshakes in flight); broker VmRSS growth / connections.")
     w("- cluster: pairs with publishers on node 1 and subscribers on node 2 of a 3-node Tern cluster.\n")
