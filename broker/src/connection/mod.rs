@@ -12,9 +12,11 @@ use crate::codec::{self, reason, ConnAck, Disconnect, Packet, Properties, Protoc
 use crate::session::Will;
 use crate::trie::ClientId;
 use bytes::BytesMut;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -43,6 +45,9 @@ const READ_MIN: usize = 512;
 /// What `read_buf` reserves in an empty buffer: a quiet connection's read
 /// that fills it is a sign of traffic, and grows the next reservation.
 const QUIET_READ: usize = 64;
+/// Acknowledgements waiting on remote nodes before a connection stops
+/// reading (clients respect their Receive Maximum long before).
+const ACKS_MAX: usize = 1024;
 
 /// Serves one client connection until it closes, the protocol ends it, or
 /// `shutdown` is cancelled (then 5.0 clients get DISCONNECT 0x8B first).
@@ -93,6 +98,13 @@ pub(crate) struct Conn<S> {
     pub out_aliases: HashMap<Arc<str>, u16>,
     pub in_aliases: HashMap<u16, Arc<str>>,
     read_hint: usize,
+    /// Acknowledgements waiting for remote nodes, in arrival order, each
+    /// with the bytes that later packets produced meanwhile: those are
+    /// written after it, so acks keep the order of their PUBLISHes (§4.6)
+    /// while the connection goes on reading and publishing.
+    acks: VecDeque<(inbound::Pending, BytesMut)>,
+    /// How many leading entries of `acks` have completed.
+    acks_ready: usize,
 }
 
 async fn run<S>(io: S, info: ConnInfo, broker: Arc<Broker>, shutdown: CancellationToken)
@@ -187,6 +199,8 @@ where
         out_aliases: HashMap::new(),
         in_aliases: HashMap::new(),
         read_hint: READ_MIN,
+        acks: VecDeque::new(),
+        acks_ready: 0,
         broker,
     };
     if let Err(close) = conn.send(&Packet::ConnAck(accepted.connack)) {
@@ -318,7 +332,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 biased;
                 _ = shutdown.cancelled() => return shutting_down(),
                 _ = kicked.cancelled() => return taken_over(),
-                r = self.io.read_buf(&mut self.rbuf) => match r {
+                done = remote_acks(&mut self.acks, &mut self.acks_ready), if self.acks_ready < self.acks.len() => {
+                    let () = done;
+                    if let Err(close) = self.release_acks() {
+                        return close;
+                    }
+                }
+                r = self.io.read_buf(&mut self.rbuf), if self.acks.len() < ACKS_MAX => match r {
                     Ok(0) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "closed by client" },
                     Ok(n) => {
                         self.broker.metrics().bytes_in.inc_by(n as u64);
@@ -327,7 +347,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         if let Some(ka) = ka {
                             ka_sleep.as_mut().reset(Instant::now() + ka);
                         }
-                        if let Err(close) = self.process_all_input().await {
+                        if let Err(close) = self.process_input() {
                             return close;
                         }
                         if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
@@ -343,18 +363,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
     }
 
-    /// Decodes and handles complete packets in the read buffer until it
-    /// holds no whole packet, or one needs to wait for remote nodes.
-    /// Synchronous, so that decoded packets never live in the task's future.
-    fn process_input(&mut self) -> Result<Option<inbound::Pending>, Close> {
-        loop {
+    /// Decodes and handles every complete packet in the read buffer (up to
+    /// [`ACKS_MAX`] acknowledgements waiting on remote nodes). Synchronous,
+    /// so that decoded packets never live in the task's future.
+    fn process_input(&mut self) -> Result<(), Close> {
+        while self.acks.len() < ACKS_MAX {
             match codec::decode(&mut self.rbuf, Some(self.protocol), self.max_in_packet) {
                 Ok(Some(p)) => {
-                    if let Some(pending) = self.handle(p)? {
-                        return Ok(Some(pending));
+                    // Behind a waiting ack, output goes after it.
+                    let deferred = self.acks.back_mut().map(|(_, tail)| tail);
+                    let r = match deferred {
+                        Some(tail) => {
+                            std::mem::swap(&mut self.wbuf, tail);
+                            let r = self.handle(p);
+                            if let Some((_, tail)) = self.acks.back_mut() {
+                                std::mem::swap(&mut self.wbuf, tail);
+                            }
+                            r
+                        }
+                        None => self.handle(p),
+                    };
+                    if let Some(pending) = r? {
+                        self.acks.push_back((pending, BytesMut::new()));
                     }
                 }
-                Ok(None) => return Ok(None),
+                Ok(None) => return Ok(()),
                 Err(e) => {
                     self.broker.metrics().protocol_errors.inc();
                     tracing::info!(error = %e, "bad packet, disconnecting");
@@ -362,13 +395,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 }
             }
         }
+        Ok(())
     }
 
-    /// Processes input, waiting on remote acknowledgements in order.
-    async fn process_all_input(&mut self) -> Result<(), Close> {
-        while let Some(mut pending) = self.process_input()? {
-            (&mut pending.remote).await;
+    /// Writes the completed leading acknowledgements (and what followed
+    /// each) and resumes input that waited for room.
+    fn release_acks(&mut self) -> Result<(), Close> {
+        let full = self.acks.len() >= ACKS_MAX;
+        for _ in 0..std::mem::take(&mut self.acks_ready) {
+            let Some((pending, tail)) = self.acks.pop_front() else {
+                break;
+            };
             self.send(&pending.ack())?;
+            self.wbuf.extend_from_slice(&tail);
+        }
+        if full {
+            self.process_input()?;
         }
         Ok(())
     }
@@ -399,6 +441,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         self.broker
             .detach(&self.cell, self.owner_id, close.kind, will);
     }
+}
+
+/// Completes once at least one more leading acknowledgement in `acks` has
+/// its remote nodes' answer; `ready` counts the completed leading entries
+/// (a completed future is never polled again).
+fn remote_acks<'a>(
+    acks: &'a mut VecDeque<(inbound::Pending, BytesMut)>,
+    ready: &'a mut usize,
+) -> impl Future<Output = ()> + 'a {
+    std::future::poll_fn(move |cx| {
+        let start = *ready;
+        while let Some((pending, _)) = acks.get_mut(*ready) {
+            if pending.remote.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            *ready += 1;
+        }
+        if *ready > start {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
 }
 
 fn taken_over() -> Close {
