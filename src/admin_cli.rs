@@ -31,6 +31,16 @@ pub async fn get(url: &str, path: &str) -> Result<String> {
     Ok(body.to_string())
 }
 
+/// How long ago `ms` (since the epoch) was, e.g. `42s ago`.
+fn since(ms: u64) -> String {
+    let secs = tern_broker::session::now_ms().saturating_sub(ms) / 1000;
+    match secs {
+        0..=119 => format!("{secs}s ago"),
+        120..=7199 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    }
+}
+
 /// The table `tern admin cluster show` prints, like `vmq-admin cluster show`.
 pub fn render(show: &ClusterShow) -> String {
     let mut rows = vec![[
@@ -52,7 +62,7 @@ pub fn render(show: &ClusterShow) -> String {
             p.node.clone(),
             p.state.clone(),
             p.incarnation.to_string(),
-            p.since_ms.to_string(),
+            since(p.since_ms),
             p.rtt_ms.map_or("-".into(), |r| format!("{r:.2} ms")),
         ]);
     }
@@ -93,4 +103,44 @@ pub async fn cluster_show(url: &str, json: bool) -> Result<String> {
     }
     let show: ClusterShow = serde_json::from_str(&body).context("unexpected response")?;
     Ok(render(&show))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_broker::admin::PeerShow;
+
+    #[test]
+    fn table_lists_this_node_then_peers() {
+        let show = ClusterShow {
+            node: "n1".into(),
+            incarnation: 7,
+            peers: vec![PeerShow {
+                node: "n2".into(),
+                address: "10.0.0.2:44053".into(),
+                state: "down".into(),
+                since_ms: tern_broker::session::now_ms(),
+                incarnation: 9,
+                rtt_ms: Some(1.5),
+            }],
+        };
+        let out = render(&show);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[1].contains("Node") && lines[1].contains("RTT"),
+            "{out}"
+        );
+        assert!(
+            lines[3].contains("n1 (this node)") && lines[3].contains(" 7 "),
+            "{out}"
+        );
+        assert!(
+            lines[4].contains("n2") && lines[4].contains("down"),
+            "{out}"
+        );
+        assert!(
+            lines[4].contains("1.50 ms") && lines[4].contains("0s ago"),
+            "{out}"
+        );
+    }
 }

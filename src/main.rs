@@ -1,9 +1,13 @@
 //! The `tern` binary: parse flags, load configuration, run the server until
-//! SIGTERM or SIGINT, shut down gracefully (leaving the cluster first).
-//! Everything else lives in `tern-broker` and `tern-cluster`; `tern admin`
-//! talks to a running node (`admin_cli`).
+//! SIGTERM or SIGINT, then drain within `shutdown.grace_period_secs`:
+//! disconnect clients, hand persistent sessions to peers and leave the
+//! cluster (`tern_cluster::drain`). Everything else lives in `tern-broker`,
+//! `tern-cluster` and `tern-discovery` (wired together in `mesh`); `tern
+//! admin` talks to a running node (`admin_cli`).
 
 mod admin_cli;
+mod mesh;
+mod passwd_cli;
 
 use clap::{Parser, Subcommand};
 use std::error::Error;
@@ -11,11 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use tern_broker::admin::Readiness;
 use tern_broker::config::{Config, ProcessEnv};
 use tern_broker::server::{Server, ServerError};
-use tern_cluster::{Cluster, ClusterOptions, StaticPeers, TcpTransport};
+use tern_cluster::{Cluster, ClusterOptions, TcpTransport};
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for configuration errors (bad file, key, value or TLS files).
@@ -53,6 +58,24 @@ enum Command {
         #[command(subcommand)]
         what: AdminCommand,
     },
+    /// Manage a password file (argon2id hashes), like `mosquitto_passwd`.
+    Passwd {
+        /// Create the file, replacing any existing one.
+        #[arg(short = 'c')]
+        create: bool,
+        /// Batch mode: the password is the last argument.
+        #[arg(short = 'b')]
+        batch: bool,
+        /// Delete the user.
+        #[arg(short = 'D', conflicts_with_all = ["create", "batch"])]
+        delete: bool,
+        /// The password file.
+        file: PathBuf,
+        /// The user name.
+        user: String,
+        /// The password (with -b).
+        password: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,12 +101,36 @@ enum ClusterCommand {
 }
 
 async fn run_command(command: Command) -> ExitCode {
-    let Command::Admin {
-        what:
-            AdminCommand::Cluster {
-                what: ClusterCommand::Show { url, json },
-            },
-    } = command;
+    let (url, json) = match command {
+        Command::Admin {
+            what:
+                AdminCommand::Cluster {
+                    what: ClusterCommand::Show { url, json },
+                },
+        } => (url, json),
+        Command::Passwd {
+            create,
+            batch,
+            delete,
+            file,
+            user,
+            password,
+        } => {
+            if batch != password.is_some() {
+                eprintln!(
+                    "tern passwd: -b takes the password as the last argument, and only -b does"
+                );
+                return ExitCode::from(2);
+            }
+            return passwd_cli::run(&passwd_cli::Passwd {
+                file: &file,
+                user: &user,
+                create,
+                delete,
+                password: password.as_deref(),
+            });
+        }
+    };
     match admin_cli::cluster_show(&url, json).await {
         Ok(out) => {
             print!("{out}");
@@ -210,9 +257,20 @@ async fn main() -> ExitCode {
         },
         false => None,
     };
-    let peers = config.cluster.peers.clone();
-    let grace = Duration::from_secs(config.shutdown.grace_period_secs);
-    let server = match Server::start_with(config, |broker| {
+    let background = CancellationToken::new();
+    let _stop_background = background.clone().drop_guard();
+    let readiness = Readiness::new();
+    let mut source = None;
+    if let Some(c) = &cluster {
+        match mesh::peer_source(&config, background.clone()) {
+            Ok((peers, status)) => {
+                mesh::track_readiness(&readiness, status, c.clone(), background.clone());
+                source = Some(peers);
+            }
+            Err(e) => return fail(EXIT_CONFIG, "configuration error", &e),
+        }
+    }
+    let mut server = match Server::start_full(config, readiness, |broker| {
         if let Some(c) = &cluster {
             c.attach(broker);
         }
@@ -223,8 +281,8 @@ async fn main() -> ExitCode {
         Err(e) => return fail(server_exit_code(&e), "cannot start", &e),
     };
     let mut cluster_addr = None;
-    if let Some(c) = &cluster {
-        match c.start(None, Arc::new(StaticPeers::new(peers))).await {
+    if let (Some(c), Some(peers)) = (&cluster, source) {
+        match c.start(None, peers).await {
             Ok(addr) => cluster_addr = Some(addr),
             Err(e) => {
                 let _ = server.shutdown().await;
@@ -249,10 +307,16 @@ async fn main() -> ExitCode {
         }
     }
     signals.wait(&server).await;
+    // Clients first (sessions go offline, still subscribed here), then the
+    // sessions to peers and the leave, then the admin listener.
+    let deadline = server.disconnect_clients().await;
     if let Some(c) = &cluster {
-        // Peers drop this node's routes at once instead of after the grace.
-        c.leave(grace.min(Duration::from_secs(2))).await;
+        let report = c.drain(deadline).await;
+        if !report.failed.is_empty() {
+            tracing::warn!(failed = report.failed.len(), "drain left sessions behind");
+        }
     }
+    background.cancel();
     match server.shutdown().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, "shutdown failed", &e),

@@ -302,3 +302,40 @@ fn bump_mtime(p: &Path) {
         let _ = file.set_modified(later);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tern_passwd_manages_the_file_the_broker_reads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("passwd");
+    let tern = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .arg("passwd")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run tern passwd")
+    };
+    let f = file.to_str().expect("utf-8 path");
+    assert!(tern(&["-c", "-b", f, "erin", "pw1"]).status.success());
+    assert!(tern(&["-b", f, "frank", "pw2"]).status.success());
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(
+        text.contains("erin:$argon2id$") && !text.contains("pw1"),
+        "{text}"
+    );
+    let out = tern(&["-D", f, "nobody"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
+    assert!(tern(&["-D", f, "frank"]).status.success());
+
+    let p = file.clone();
+    let s = start_with(move |c| {
+        c.auth.allow_anonymous = false;
+        c.auth.password_file = Some(p);
+    })
+    .await;
+    let ok = login(Connect::v4(&uid("e")), "erin", "pw1");
+    assert_eq!(Raw::connect(s.addr, ok).await.1.code, 0);
+    let gone = login(Connect::v4(&uid("f")), "frank", "pw2");
+    assert_eq!(Raw::connect(s.addr, gone).await.1.code, 4, "deleted user");
+}

@@ -711,3 +711,49 @@ async fn client_maximum_packet_size_boundary_is_exact() {
         "the 128-byte packet is skipped, the 127-byte one sent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_cross_protocol_versions() {
+    let s = start().await;
+    let mut v3 = Raw::connect_ok(s.addr, Connect::v3(&uid("x3"))).await.0;
+    let mut v4 = Raw::v4(s.addr, &uid("x4")).await;
+    let mut v5 = Raw::v5(s.addr, &uid("x5")).await;
+    for c in [&mut v3, &mut v4, &mut v5] {
+        c.subscribe("xv/#", 1).await;
+    }
+    // A 5.0 message with properties reaches 3.x subscribers as a plain message.
+    let props = Props::new()
+        .pair("k", "v")
+        .str(prop::CONTENT_TYPE, "text/plain");
+    v5.publish_msg(Publish::new("xv/from5", b"five").qos(1).props(props))
+        .await;
+    v4.publish("xv/from4", b"four", 1).await;
+    v3.publish("xv/from3", b"three", 1).await;
+    for c in [&mut v3, &mut v4, &mut v5] {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let m = c.next_publish().await;
+            if m.topic == "xv/from5" && c.v5 {
+                assert_eq!(m.props.pairs(), vec![("k".to_string(), "v".to_string())]);
+            }
+            if m.topic != "xv/from5" {
+                assert!(
+                    m.props.pairs().is_empty(),
+                    "3.x messages carry no user properties"
+                );
+            }
+            seen.push((m.topic, m.payload));
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("xv/from3".to_string(), b"three".to_vec()),
+                ("xv/from4".to_string(), b"four".to_vec()),
+                ("xv/from5".to_string(), b"five".to_vec()),
+            ],
+            "{}: every version's messages arrive",
+            c.name
+        );
+    }
+}

@@ -241,3 +241,37 @@ async fn retained_dollar_topics_not_sent_to_hash_subscription() {
         "`#` must not match retained `$` topics"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_delivered_at_min_of_stored_and_subscription_qos() {
+    let s = start().await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    p.publish_retained("rq/two", b"2", 2).await;
+    p.publish_retained("rq/zero", b"0", 0).await;
+    let mut c = Raw::v5(s.addr, &uid("sub")).await;
+    c.subscribe("rq/two", 1).await;
+    assert_eq!(
+        c.next_publish().await.qos,
+        1,
+        "QoS 2 retained to a QoS 1 subscription"
+    );
+    c.subscribe("rq/zero", 2).await;
+    assert_eq!(c.next_publish().await.qos, 0, "QoS 0 retained stays QoS 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v311_retained_resent_on_identical_resubscribe() {
+    let s = start().await;
+    let mut p = Raw::v4(s.addr, &uid("pub")).await;
+    p.publish_retained("rr/t", b"again", 1).await;
+    let mut c = Raw::v4(s.addr, &uid("sub")).await;
+    c.subscribe("rr/t", 1).await;
+    assert_eq!(c.next_publish().await.payload, b"again");
+    // [MQTT-3.8.4-3]: a replaced subscription re-sends matching retained messages.
+    c.subscribe("rr/t", 1).await;
+    let m = c.next_publish().await;
+    assert!(
+        m.retain && m.payload == b"again",
+        "retained message re-sent: {m:?}"
+    );
+}

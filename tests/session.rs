@@ -211,3 +211,44 @@ async fn v5_session_expiry_is_capped_by_max_session_expiry() {
     assert!(!ack.session_present, "capped expiry (1 s) must apply");
     c.disconnect().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_takeover_with_clean_start_0_keeps_the_session() {
+    let s = start().await;
+    let id = uid("tk");
+    let mut first = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(60))
+        .await
+        .0;
+    first.subscribe("tk/t", 1).await;
+    let (mut second, ack) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
+    assert!(
+        ack.session_present,
+        "the live session is handed to the new connection"
+    );
+    first.expect_disconnect(&[0x8E], T).await;
+    let mut p = Raw::v5(s.addr, &uid("pub")).await;
+    p.publish("tk/t", b"to-second", 1).await;
+    assert_eq!(second.next_publish().await.payload, b"to-second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_takeover_publishes_the_old_connections_will() {
+    let s = start().await;
+    let mut o = Raw::v5(s.addr, &uid("obs")).await;
+    o.subscribe("tkw/will", 1).await;
+    let id = uid("tkw");
+    let mut first = Raw::connect_ok(
+        s.addr,
+        Connect::v5(&id).will(Will::new("tkw/will", b"replaced")),
+    )
+    .await
+    .0;
+    let (_second, _) = Raw::connect_ok(s.addr, Connect::v5(&id)).await;
+    first.expect_disconnect(&[0x8E], T).await;
+    assert_eq!(
+        o.next_publish().await.payload,
+        b"replaced",
+        "will of the taken-over connection"
+    );
+}

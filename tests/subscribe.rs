@@ -289,3 +289,77 @@ async fn shared_case(version: u8) {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_unsuback_reason_codes() {
+    let s = start().await;
+    let mut c = Raw::v5(s.addr, &uid("unsub")).await;
+    c.subscribe("us/a", 1).await;
+    assert_eq!(c.unsubscribe("us/a").await, vec![0x00], "Success");
+    assert_eq!(
+        c.unsubscribe("us/a").await,
+        vec![0x11],
+        "No subscription existed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubscribe_replaces_the_subscription() {
+    for version in [4u8, 5] {
+        let s = start().await;
+        let (mut c, _) = Raw::connect_ok(s.addr, Connect::new(version, &uid("resub"))).await;
+        assert_eq!(c.subscribe("rs/t", 0).await, 0);
+        assert_eq!(c.subscribe("rs/t", 2).await, 2);
+        let (mut p, _) = Raw::connect_ok(s.addr, Connect::new(version, &uid("pub"))).await;
+        p.publish("rs/t", b"x", 2).await;
+        p.publish("rs/t", b"marker", 0).await;
+        let got = c.until_payload(b"marker").await;
+        let xs: Vec<_> = got.iter().filter(|m| m.payload == b"x").collect();
+        assert_eq!(
+            xs.len(),
+            1,
+            "v{version}: one subscription, one delivery: {got:?}"
+        );
+        assert_eq!(xs[0].qos, 2, "v{version}: the new QoS applies");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_topic_filters_are_refused() {
+    for version in [4u8, 5] {
+        for bad in ["a/#/b", "a+/b", "a/b#", ""] {
+            let s = start().await;
+            let mut w = Witness::new(s.addr).await;
+            let (mut c, _) = Raw::connect_ok(s.addr, Connect::new(version, &uid("badf"))).await;
+            let pkid = c.pkid();
+            c.send(&raw::subscribe(
+                version == 5,
+                pkid,
+                &[("ok/t", 1), (bad, 1)],
+                &Props::new(),
+            ))
+            .await;
+            // Either SUBACK refusing that filter, or (5.0) DISCONNECT / (3.x) a close.
+            match c.recv_within(T).await {
+                Recv::Packet(Packet::SubAck { codes, .. }) => {
+                    assert_eq!(codes.len(), 2, "v{version} {bad:?}: one code per filter");
+                    assert!(codes[0] < 0x80, "v{version}: the valid filter is granted");
+                    assert!(
+                        codes[1] >= 0x80,
+                        "v{version}: filter {bad:?} must be refused, got {:#04x}",
+                        codes[1]
+                    );
+                }
+                Recv::Packet(Packet::Disconnect { reason, .. }) if version == 5 => {
+                    assert!(
+                        [0x81, 0x82, 0x8F].contains(&reason),
+                        "v5 {bad:?}: DISCONNECT {reason:#04x}"
+                    );
+                }
+                Recv::Closed => {}
+                other => panic!("v{version} {bad:?}: expected a refusal, got {other:?}"),
+            }
+            w.round_trip().await;
+        }
+    }
+}

@@ -15,7 +15,10 @@
 //! - [`shared`]: picking one member node per shared-subscription group.
 //! - [`convert`]: broker values to and from protobuf.
 //! - [`transport`]: the injected byte transport (TCP, in-memory with cuts), TLS.
+//! - [`options`]: [`ClusterOptions`] and incarnations.
 //! - [`peers`]: where peer addresses come from ([`peers::StaticPeers`]).
+//! - [`drain`]: graceful leave, handing persistent sessions to peers;
+//!   `ready`: whether the node has joined the mesh (readiness).
 //! - [`link`] (dialer side), [`service`] (gRPC server side), [`node`]
 //!   ([`Cluster`]: the [`RemoteRoutes`](tern_broker::routes::RemoteRoutes)
 //!   implementation and its tasks).
@@ -24,18 +27,22 @@
 
 pub mod convert;
 pub mod dedup;
+pub mod drain;
 mod forward;
 mod link;
 pub mod local;
 pub mod node;
+pub mod options;
 pub mod outbox;
 pub mod peers;
+mod ready;
 pub mod remote;
 mod service;
 pub mod shared;
 pub mod transport;
 
-pub use node::{Cluster, ClusterOptions};
+pub use node::Cluster;
+pub use options::ClusterOptions;
 pub use peers::{PeerSource, StaticPeers};
 pub use transport::{MemNetwork, TcpTransport, Transport};
 

@@ -5,6 +5,7 @@
 
 use crate::dedup::Dedup;
 use crate::local::LocalRoutes;
+use crate::options::{new_incarnation, ClusterOptions};
 use crate::outbox::Outbox;
 use crate::pb;
 use crate::peers::PeerSource;
@@ -17,7 +18,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tern_broker::admin::{ClusterShow, PeerShow};
 use tern_broker::broker::Broker;
-use tern_broker::config::{ClusterConfig, Config, SharedPolicy};
+use tern_broker::config::{ClusterConfig, SharedPolicy};
 use tern_broker::metrics::ClusterMetrics;
 use tern_broker::session::now_ms;
 use tokio::sync::{mpsc, watch, Notify};
@@ -25,41 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-/// Everything a [`Cluster`] needs besides its transport and peer source.
-#[derive(Debug, Clone)]
-pub struct ClusterOptions {
-    /// This node's name.
-    pub node: String,
-    /// `[cluster]`.
-    pub cluster: ClusterConfig,
-    /// `mqtt.shared_subscription_policy`.
-    pub shared_policy: SharedPolicy,
-    /// `mqtt.retain_available`.
-    pub retain_available: bool,
-    /// Fixed incarnation (tests); `None` draws a new one.
-    pub incarnation: Option<u64>,
-}
-
-impl ClusterOptions {
-    /// Options from the node's configuration.
-    pub fn from_config(config: &Config) -> ClusterOptions {
-        ClusterOptions {
-            node: config.node_name(),
-            cluster: config.cluster.clone(),
-            shared_policy: config.mqtt.shared_subscription_policy,
-            retain_available: config.mqtt.retain_available,
-            incarnation: None,
-        }
-    }
-}
-
-/// A fresh incarnation: start time in ms, times 1024, plus 10 random bits,
-/// so a restarted node's incarnation is greater than its previous one.
-pub fn new_incarnation() -> u64 {
-    now_ms()
-        .saturating_mul(1024)
-        .saturating_add(rand::random::<u64>() % 1024)
-}
+/// A shared group: (group, filter).
+pub(crate) type GroupKey = (Arc<str>, Arc<str>);
 
 /// Link-level state of one peer, by name.
 pub(crate) struct PeerState {
@@ -90,6 +58,8 @@ pub(crate) struct Inbound {
     pub links: usize,
     pub down_at: Option<Instant>,
     pub dedup: Dedup,
+    /// The peer's initial sync (routes, retained, clients) has arrived.
+    pub synced: bool,
 }
 
 pub(crate) struct Inner {
@@ -106,7 +76,7 @@ pub(crate) struct Inner {
     pub peers: Mutex<HashMap<Arc<str>, Arc<Peer>>>,
     pub links: Mutex<HashMap<String, CancellationToken>>,
     pub inbound: Mutex<HashMap<Arc<str>, Inbound>>,
-    pub shared_rr: Mutex<HashMap<(Arc<str>, Arc<str>), usize>>,
+    pub shared_rr: Mutex<HashMap<GroupKey, usize>>,
     pub transport: Arc<dyn Transport>,
     pub tls: Option<MeshTls>,
     pub shutdown: CancellationToken,
@@ -122,6 +92,12 @@ pub(crate) struct Inner {
     pub auth_refusals: std::sync::atomic::AtomicU64,
     /// Dials that failed below gRPC (refused, TLS handshake, timeout).
     pub connect_failures: std::sync::atomic::AtomicU64,
+    /// The peer addresses the source wants dialed now (readiness).
+    pub wanted: Mutex<Vec<String>>,
+    /// What the last dial of each address gave (readiness).
+    pub dials: Mutex<HashMap<String, crate::ready::DialStatus>>,
+    /// Sessions handed off by a drain: client id → where they went.
+    pub moved: Mutex<HashMap<String, crate::drain::Moved>>,
 }
 
 impl Inner {
@@ -243,6 +219,11 @@ impl Inner {
             self.metrics().dropped_messages.inc_by(dropped as u64);
             warn!(peer = %name, routes, dropped, "peer unreachable past its grace: routes dropped");
         }
+        // A peer that left is forgotten once its link is gone.
+        self.peers.lock().retain(|_, p| {
+            let st = p.state.lock();
+            !st.left || st.up
+        });
         self.refresh_gauges();
     }
 }
@@ -286,6 +267,9 @@ impl Cluster {
                 next_link: std::sync::atomic::AtomicU64::new(1),
                 auth_refusals: std::sync::atomic::AtomicU64::new(0),
                 connect_failures: std::sync::atomic::AtomicU64::new(0),
+                wanted: Mutex::new(Vec::new()),
+                dials: Mutex::new(HashMap::new()),
+                moved: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -326,6 +310,7 @@ impl Cluster {
             loop {
                 let wanted = watch.borrow_and_update().clone();
                 let Some(inner) = weak.upgrade() else { return };
+                inner.wanted.lock().clone_from(&wanted);
                 for gone in previous.iter().filter(|a| !wanted.contains(a)) {
                     inner.undial(gone);
                 }
@@ -404,6 +389,7 @@ impl Cluster {
             .inner
             .all_peers()
             .iter()
+            .filter(|p| !p.state.lock().left)
             .map(|p| {
                 let st = p.state.lock();
                 PeerShow {
@@ -422,28 +408,6 @@ impl Cluster {
             incarnation: self.inner.incarnation,
             peers,
         }
-    }
-
-    /// Graceful leave: tells every peer to drop this node's routes now,
-    /// then stops every link and the listener (bounded by `grace`).
-    pub async fn leave(&self, grace: Duration) {
-        let inner = &self.inner;
-        inner.leaving.cancel();
-        let txs: Vec<_> = inner
-            .all_peers()
-            .iter()
-            .filter_map(|p| p.state.lock().tx.clone())
-            .collect();
-        for tx in txs {
-            let frame = pb::Frame {
-                kind: Some(pb::frame::Kind::Leave(pb::Leave {})),
-            };
-            let _ = tokio::time::timeout(grace, tx.send(frame)).await;
-        }
-        // Links end when peers close them after Leave.
-        inner.link_tasks.close();
-        let _ = tokio::time::timeout(grace, inner.link_tasks.wait()).await;
-        self.shutdown().await;
     }
 
     /// Stops every task at once (a crash, as far as peers can tell).

@@ -497,6 +497,8 @@ pub enum Packet {
     },
     UnsubAck {
         pkid: u16,
+        /// 5.0 reason codes (empty for 3.x).
+        codes: Vec<u8>,
     },
     PingResp,
     Disconnect {
@@ -644,7 +646,16 @@ pub fn decode(first: u8, body: &[u8], v5: bool) -> Result<Packet, String> {
                 codes: r.rest(),
             }
         }
-        kind::UNSUBACK => Packet::UnsubAck { pkid: r.u16()? },
+        kind::UNSUBACK => {
+            let pkid = r.u16()?;
+            if v5 {
+                r.props()?;
+            }
+            Packet::UnsubAck {
+                pkid,
+                codes: r.rest(),
+            }
+        }
         kind::PINGRESP => Packet::PingResp,
         kind::DISCONNECT => {
             let reason = if r.left() > 0 { r.u8()? } else { 0 };
@@ -1031,16 +1042,21 @@ impl Raw {
         codes[0]
     }
 
-    /// UNSUBSCRIBE and wait for UNSUBACK.
-    pub async fn unsubscribe(&mut self, filter: &str) {
+    /// UNSUBSCRIBE and wait for UNSUBACK; returns its 5.0 reason codes.
+    pub async fn unsubscribe(&mut self, filter: &str) -> Vec<u8> {
         let pkid = self.pkid();
         let v5 = self.v5;
         self.send(&unsubscribe(v5, pkid, &[filter])).await;
-        self.wait_for(
-            "UNSUBACK",
-            |p| matches!(p, Packet::UnsubAck { pkid: id } if *id == pkid),
-        )
-        .await;
+        match self
+            .wait_for(
+                "UNSUBACK",
+                |p| matches!(p, Packet::UnsubAck { pkid: id, .. } if *id == pkid),
+            )
+            .await
+        {
+            Packet::UnsubAck { codes, .. } => codes,
+            _ => unreachable!(),
+        }
     }
 
     /// PUBLISH and complete the QoS handshake; returns the last ack's reason.

@@ -224,3 +224,52 @@ fn node_name_falls_back_to_host_name() {
     cfg.node.name = "n1".into();
     assert_eq!(cfg.node_name(), "n1");
 }
+
+#[test]
+fn cluster_is_disabled_by_default_and_documented() {
+    let c = Config::default();
+    assert!(!c.cluster.enabled);
+    assert_eq!(c.cluster.bind.port(), 44053);
+    assert_eq!(c.cluster.heartbeat_ms, 1000);
+    assert_eq!(c.cluster.buffer_max_messages, 100_000);
+    let text = Config::default_toml();
+    for key in [
+        "[cluster]",
+        "peer_timeout_ms",
+        "route_grace_secs",
+        "allow_register_during_netsplit",
+        "tls.enabled",
+    ] {
+        assert!(text.contains(key), "default config documents {key}");
+    }
+}
+
+#[test]
+fn cluster_peers_from_env_accept_a_comma_separated_string() {
+    let e = env(&[
+        ("TERN_CLUSTER__ENABLED", "true"),
+        ("TERN_CLUSTER__SECRET", "x"),
+        ("TERN_CLUSTER__PEERS", "127.0.0.1:44054, 127.0.0.1:44055"),
+    ]);
+    let c = Config::load(None, &e).expect("loads");
+    assert_eq!(c.cluster.peers, vec!["127.0.0.1:44054", "127.0.0.1:44055"]);
+    let c = Config::from_toml_str("[cluster]\npeers = [\"h:1\"]\n").expect("list");
+    assert_eq!(c.cluster.peers, vec!["h:1"]);
+}
+
+#[test]
+fn cluster_rules_are_validated() {
+    let mut c = Config::default();
+    c.cluster.enabled = true;
+    assert_eq!(invalid_key(&c), "cluster.secret");
+    c.cluster.secret = "s".into();
+    assert!(c.validate().is_ok());
+    c.cluster.peers = vec!["no-port".into()];
+    assert_eq!(invalid_key(&c), "cluster.peers");
+    c.cluster.peers.clear();
+    c.cluster.tls.enabled = true;
+    assert_eq!(invalid_key(&c), "cluster.tls.cert");
+    c.cluster.tls.enabled = false;
+    c.cluster.peer_timeout_ms = c.cluster.heartbeat_ms;
+    assert_eq!(invalid_key(&c), "cluster.peer_timeout_ms");
+}

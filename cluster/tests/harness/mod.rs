@@ -53,6 +53,8 @@ pub struct Settings {
     pub secret: String,
     pub route_grace_secs: u64,
     pub tls: Option<tern_broker::config::ClusterTlsConfig>,
+    /// Refuse CONNECT, PUBLISH and SUBSCRIBE while partitioned.
+    pub strict: bool,
 }
 
 impl Default for Settings {
@@ -61,6 +63,7 @@ impl Default for Settings {
             secret: "s3cret".into(),
             route_grace_secs: 60,
             tls: None,
+            strict: false,
         }
     }
 }
@@ -110,6 +113,9 @@ impl Harness {
         c.heartbeat_ms = 100;
         c.peer_timeout_ms = 800;
         c.route_grace_secs = s.route_grace_secs;
+        c.allow_register_during_netsplit = !s.strict;
+        c.allow_publish_during_netsplit = !s.strict;
+        c.allow_subscribe_during_netsplit = !s.strict;
         if let Some(tls) = s.tls {
             c.tls = tls;
         }
