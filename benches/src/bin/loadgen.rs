@@ -236,6 +236,8 @@ struct Shared {
     done_publishing: AtomicBool,
     /// Last time any subscriber received a message.
     last_rx: Mutex<Instant>,
+    /// Times publishers went on after waiting --idle-ms for deliveries.
+    stalls: AtomicU64,
     /// Latency samples in ns (latency scenario only).
     latencies: Mutex<Vec<u64>>,
     /// Process-wide time base for payload timestamps.
@@ -430,22 +432,32 @@ async fn publish(args: Arc<Args>, plan: PubPlan, shared: Arc<Shared>) -> Result<
             tokio::time::sleep_until(due.into()).await;
         } else {
             // End-to-end flow control (never lets a broker queue overflow).
+            // `sent` is read once: deliveries may overtake the counter.
+            // Bounded: if deliveries stop (a broker lost messages), go on
+            // after --idle-ms and count a stall instead of hanging.
+            let mut waited = Duration::ZERO;
             loop {
                 let notified = shared.progress.notified();
-                let outstanding = shared.sent.load(Relaxed) * shared.factor
-                    - shared
-                        .received
-                        .load(Relaxed)
-                        .min(shared.sent.load(Relaxed) * shared.factor);
+                let want = shared.sent.load(Relaxed) * shared.factor;
+                let outstanding = want - shared.received.load(Relaxed).min(want);
                 if outstanding <= args.e2e_window {
                     break;
                 }
+                if waited >= Duration::from_millis(args.idle_ms) {
+                    shared.stalls.fetch_add(1, Relaxed);
+                    break;
+                }
+                let t = Instant::now();
                 let _ = tokio::time::timeout(Duration::from_millis(20), notified).await;
+                waited += t.elapsed();
             }
         }
         let mut n = batch_max.min(plan.count - seq);
         if qos > 0 {
-            window.acquire().await?.forget();
+            tokio::time::timeout(Duration::from_secs(30), window.acquire())
+                .await
+                .with_context(|| format!("{}: no PUBACK for 30 s at sequence {seq}", plan.id))??
+                .forget();
             let mut got = 1;
             while got < n {
                 match window.try_acquire() {
@@ -581,6 +593,7 @@ async fn flow(args: &Args) -> Result<serde_json::Value> {
         sent: AtomicU64::new(0),
         factor,
         progress: Notify::new(),
+        stalls: AtomicU64::new(0),
         done_publishing: AtomicBool::new(false),
         last_rx: Mutex::new(Instant::now()),
         latencies: Mutex::new(Vec::new()),
@@ -645,6 +658,7 @@ async fn flow(args: &Args) -> Result<serde_json::Value> {
         "dup": dup,
         "seconds": secs,
         "msgs_per_s": unique as f64 / secs,
+        "stalls": shared.stalls.load(Relaxed),
         "errors": errors,
     });
     if args.scenario == "latency" {
