@@ -440,10 +440,12 @@ async fn publish(args: Arc<Args>, plan: PubPlan, shared: Arc<Shared>) -> Result<
                 let notified = shared.progress.notified();
                 let want = shared.sent.load(Relaxed) * shared.factor;
                 let outstanding = want - shared.received.load(Relaxed).min(want);
-                if outstanding <= args.e2e_window {
+                if outstanding <= args.e2e_window || shared.stalls.load(Relaxed) > 0 {
                     break;
                 }
                 if waited >= Duration::from_millis(args.idle_ms) {
+                    // Deliveries stopped: flow control is off for the rest
+                    // of the run, which then ends and reports the loss.
                     shared.stalls.fetch_add(1, Relaxed);
                     break;
                 }
