@@ -115,7 +115,7 @@ fn will_to_pb(w: &Will, node: &str) -> pb::Will {
         payload: w.payload.clone(),
         qos: w.qos,
         retain: w.retain,
-        properties: w.properties.clone(),
+        properties: (*w.properties).clone(),
         expires_at: None,
         origin: None,
         timestamp: 0,
@@ -137,7 +137,7 @@ fn will_from_pb(w: pb::Will) -> Result<Will> {
         payload: m.payload,
         qos: m.qos,
         retain: m.retain,
-        properties: m.properties,
+        properties: Box::new(m.properties),
         delay: w.delay,
     })
 }

@@ -85,10 +85,10 @@ fn session_round_trips() {
         payload: Bytes::from_static(b"bye"),
         qos: QoS::AtLeastOnce,
         retain: true,
-        properties: Properties {
+        properties: Box::new(Properties {
             content_type: Some("x".into()),
             ..Properties::default()
-        },
+        }),
         delay: 5,
     });
     s.expiry_interval = 3600;

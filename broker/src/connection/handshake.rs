@@ -200,7 +200,7 @@ pub(crate) async fn accept(
         qos: w.qos,
         retain: w.retain,
         delay: w.properties.will_delay_interval.unwrap_or(0),
-        properties: w.properties,
+        properties: Box::new(w.properties),
     });
     let client_id: ClientId = Arc::from(client_id);
     // The client id becomes live here only: other nodes close theirs and
