@@ -43,7 +43,7 @@ impl Broker {
                     n += usize::from(self.deliver_shared(&msg, group));
                 }
             }
-            (n, remote)
+            (n, self.durable_after(&msg, remote))
         })
     }
 
@@ -80,9 +80,13 @@ impl Broker {
         if msg.payload.is_empty() {
             if self.retained.remove(&msg.topic) {
                 self.metrics.retained.dec();
+                self.store.delete_retained(&msg.topic);
             }
-        } else if self.retained.set(&msg.topic, msg.clone()) {
-            self.metrics.retained.inc();
+        } else {
+            if self.retained.set(&msg.topic, msg.clone()) {
+                self.metrics.retained.inc();
+            }
+            self.store.put_retained(msg);
         }
     }
 
@@ -194,9 +198,7 @@ impl Broker {
         } else {
             self.config.mqtt.max_offline_messages
         };
-        let outcome = st
-            .data
-            .enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
+        let outcome = st.enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
         drop(st);
         match outcome {
             Enqueued::Queued => {

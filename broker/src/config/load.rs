@@ -169,7 +169,11 @@ impl Config {
                       #   allow_register_during_netsplit, allow_publish_during_netsplit,\n\
                       #   allow_subscribe_during_netsplit: accept CONNECT / PUBLISH / SUBSCRIBE\n\
                       #     while a known peer is unreachable.\n\
-                      #   tls.enabled, tls.cert, tls.key, tls.ca: mutual TLS between nodes.\n\n";
+                      #   tls.enabled, tls.cert, tls.key, tls.ca: mutual TLS between nodes.\n\
+                      #\n\
+                      # [storage]: durable state. storage.dir (unset: memory only) is the data\n\
+                      #   directory; durability = \"group\" | \"fsync\" | \"none\";\n\
+                      #   group_commit_ms: the group-commit interval. See README, Durable state.\n\n";
         match toml::to_string(&Config::default()) {
             Ok(body) => format!("{header}{body}"),
             // Unreachable for the plain data in `Config`, but never panic.
@@ -180,6 +184,7 @@ impl Config {
     /// Checks the rules serde cannot express, before anything binds.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.discovery.validate()?;
+        self.storage.validate()?;
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
         let m = &self.mqtt;

@@ -6,6 +6,8 @@
 //! the `load` submodule.
 
 pub mod discovery;
+mod storage;
+pub use storage::{Durability, StorageConfig};
 mod load;
 pub use load::*;
 
@@ -33,6 +35,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Peer discovery.
     pub discovery: discovery::DiscoveryConfig,
+    /// Durable state (off unless `dir` is set).
+    pub storage: StorageConfig,
 }
 
 /// Node identity.
