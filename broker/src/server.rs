@@ -50,7 +50,7 @@ pub enum ServerError {
     },
     /// The data directory could not be opened or read: the node refuses to
     /// start rather than start without the state it had.
-    #[error("cannot open the durable store (storage.dir): {0}")]
+    #[error("cannot open the durable store (storage.dir)")]
     Store(#[from] crate::store::StoreError),
     /// A listener task panicked.
     #[error("the {task} task failed")]

@@ -21,6 +21,12 @@ use tokio::sync::watch;
 /// The layout of keys and keyspaces; bumped on an incompatible change.
 const LAYOUT: &[u8] = b"1";
 
+/// Side file holding the last commit generation known durable (written at
+/// most once a second). fjall discards a corrupt journal tail silently, as
+/// it must after a crash; a journal that comes back *older* than this
+/// generation lost committed state, and the node refuses to start.
+const WATERMARK: &str = "tern-commit";
+
 /// The fjall-backed store.
 pub struct DiskStore {
     dir: PathBuf,
@@ -32,6 +38,11 @@ pub struct DiskStore {
     seq: AtomicU64,
     written: AtomicU64,
     committed: watch::Sender<u64>,
+    meta: Keyspace,
+    /// Commit generation: written to `meta` before each sync.
+    generation: AtomicU64,
+    /// When the watermark file was last written.
+    watermark_at: parking_lot::Mutex<std::time::Instant>,
 }
 
 fn queue_prefix(client: &str) -> Vec<u8> {
@@ -81,6 +92,24 @@ impl DiskStore {
             Some(v) if &*v != LAYOUT => return Err(StoreError::Format),
             _ => meta.insert("layout", LAYOUT).map_err(engine)?,
         }
+        let generation = match meta.get("commit").map_err(engine)? {
+            Some(v) => u64::from_be_bytes(
+                (*v).try_into()
+                    .map_err(|_| StoreError::Decode("commit generation"))?,
+            ),
+            None => 0,
+        };
+        let watermark = std::fs::read_to_string(dir.join(WATERMARK))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if watermark > generation {
+            return Err(StoreError::Lost {
+                journal: journal_files(&dir),
+                found: generation,
+                expected: watermark,
+            });
+        }
         let previous = meta.get("node").map_err(engine)?;
         meta.insert("node", node.as_bytes()).map_err(engine)?;
         let (committed, _) = watch::channel(0);
@@ -94,6 +123,9 @@ impl DiskStore {
             seq: AtomicU64::new(1),
             written: AtomicU64::new(0),
             committed,
+            meta,
+            generation: AtomicU64::new(generation),
+            watermark_at: parking_lot::Mutex::new(std::time::Instant::now()),
         };
         let mut loaded = store.load()?;
         loaded.node = previous.map(|v| String::from_utf8_lossy(&v).into_owned());
@@ -185,18 +217,9 @@ impl DiskStore {
             tracing::error!(dir = %self.dir.display(), error = %e, "store write failed");
             return;
         }
-        let n = self.written.fetch_add(1, Ordering::AcqRel) + 1;
+        self.written.fetch_add(1, Ordering::AcqRel);
         if self.mode == Durability::Fsync {
-            match self.db.persist(PersistMode::SyncData) {
-                Ok(()) => {
-                    self.committed.send_if_modified(|c| {
-                        let newer = n > *c;
-                        *c = (*c).max(n);
-                        newer
-                    });
-                }
-                Err(e) => tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed"),
-            }
+            self.sync_once();
         }
     }
 
@@ -209,6 +232,10 @@ impl DiskStore {
             Durability::None => PersistMode::Buffer,
             Durability::Group | Durability::Fsync => PersistMode::SyncData,
         };
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Err(e) = self.meta.insert("commit", g.to_be_bytes()) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "store write failed");
+        }
         match self.db.persist(mode) {
             Ok(()) => {
                 self.committed.send_if_modified(|c| {
@@ -216,8 +243,48 @@ impl DiskStore {
                     *c = (*c).max(target);
                     newer
                 });
+                self.mark(g);
             }
             Err(e) => tracing::error!(dir = %self.dir.display(), error = %e, "group commit failed"),
+        }
+    }
+}
+
+/// The journal files of a data directory, for error messages.
+fn journal_files(dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
+        .map(|p| p.display().to_string())
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        format!("{}/*.jnl (none found)", dir.display())
+    } else {
+        names.join(", ")
+    }
+}
+
+impl DiskStore {
+    /// Records generation `g` as durable in the side file, once a second.
+    fn mark(&self, g: u64) {
+        let mut at = self.watermark_at.lock();
+        if at.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        *at = std::time::Instant::now();
+        let tmp = self.dir.join(format!("{WATERMARK}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, format!("{g}\n").as_bytes())?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, self.dir.join(WATERMARK))
+        };
+        if let Err(e) = write() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the commit watermark");
         }
     }
 }

@@ -44,6 +44,21 @@ pub enum StoreError {
     /// A value was written by an unknown (newer) format.
     #[error("record written in an unknown format (newer Tern?)")]
     Format,
+    /// The journal came back older than the last commit known durable:
+    /// committed state was lost (a corrupt or truncated journal file).
+    #[error(
+        "journal {journal} is corrupt or truncated: it holds commits up to {found}, \
+         but commit {expected} was durable; refusing to start without that state \
+         (restore the data directory from a backup, or move it away to start empty)"
+    )]
+    Lost {
+        /// The journal file(s).
+        journal: String,
+        /// The generation the journal holds.
+        found: u64,
+        /// The generation known durable.
+        expected: u64,
+    },
     /// A record in the data directory is unreadable.
     #[error("corrupt store in {dir}: keyspace {keyspace}, key {key}: {source}")]
     Corrupt {
