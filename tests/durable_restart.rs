@@ -54,7 +54,10 @@ async fn retained_and_subscriptions_survive_a_restart() {
         let mut fresh = Raw::v5(node.tcp, "keep-fresh").await;
         fresh.subscribe("r/#", 1).await;
         let got = fresh.next_publish().await;
-        assert_eq!((got.topic.as_str(), &got.payload[..]), ("r/a", &b"kept"[..]));
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            ("r/a", &b"kept"[..])
+        );
         assert!(got.retain);
         assert!(
             fresh
@@ -82,6 +85,8 @@ async fn corrupt_or_truncated_journal_refuses_to_start() {
         node.kill9().await;
 
         let journal = |dir: &Path| dir.join("0.jnl");
+        let mark = std::fs::read_to_string(data.path().join("tern-commit")).unwrap_or_default();
+        assert!(!mark.trim().is_empty(), "the commit watermark was written");
         assert!(journal(data.path()).exists(), "fjall's journal is 0.jnl");
 
         let corrupt = tempfile::tempdir().expect("temp dir");
@@ -113,7 +118,10 @@ async fn corrupt_or_truncated_journal_refuses_to_start() {
         let node = Node::start(data.path(), &[]).await;
         let mut sub = Raw::v5(node.tcp, "corrupt-sub").await;
         sub.subscribe("c/#", 1).await;
-        let mut got = vec![sub.next_publish().await.payload, sub.next_publish().await.payload];
+        let mut got = vec![
+            sub.next_publish().await.payload,
+            sub.next_publish().await.payload,
+        ];
         got.sort();
         assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
         node.kill9().await;

@@ -55,7 +55,9 @@ fn fjall_run(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let mut x = 1u64;
     for _ in 0..READS {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let _ = s.get(((x >> 33) % 10_000).to_be_bytes())?;
     }
     println!("fjall read    {}", rate(READS, t));
@@ -109,7 +111,9 @@ fn redb_run(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let s = rx.open_table(S)?;
     let mut x = 1u64;
     for _ in 0..READS {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let _ = s.get(((x >> 33) % 10_000).to_be_bytes().as_slice())?;
     }
     println!("redb  read    {}", rate(READS, t));

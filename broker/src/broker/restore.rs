@@ -45,8 +45,7 @@ impl Broker {
             let meta = &s.meta;
             let since = meta.offline_since.unwrap_or(now);
             let exp = meta.expiry_interval;
-            if exp == 0 || (exp != u32::MAX && since.saturating_add(u64::from(exp) * 1000) <= now)
-            {
+            if exp == 0 || (exp != u32::MAX && since.saturating_add(u64::from(exp) * 1000) <= now) {
                 self.store.delete_session(&s.client_id);
                 r.expired += 1;
                 continue;

@@ -129,10 +129,7 @@ impl DiskStore {
         };
         let mut loaded = store.load()?;
         loaded.node = previous.map(|v| String::from_utf8_lossy(&v).into_owned());
-        store
-            .db
-            .persist(PersistMode::SyncData)
-            .map_err(engine)?;
+        store.db.persist(PersistMode::SyncData).map_err(engine)?;
         let store = Arc::new(store);
         if store.mode != Durability::Fsync {
             let weak = Arc::downgrade(&store);
@@ -238,12 +235,12 @@ impl DiskStore {
         }
         match self.db.persist(mode) {
             Ok(()) => {
+                self.mark(g);
                 self.committed.send_if_modified(|c| {
                     let newer = target > *c;
                     *c = (*c).max(target);
                     newer
                 });
-                self.mark(g);
             }
             Err(e) => tracing::error!(dir = %self.dir.display(), error = %e, "group commit failed"),
         }

@@ -155,7 +155,11 @@ pub fn open(
     }
     let (store, loaded) = DiskStore::open(config, node)?;
     if let Some(prev) = loaded.node.as_deref().filter(|p| *p != node) {
-        tracing::warn!(previous = prev, node, "data directory was written by another node name");
+        tracing::warn!(
+            previous = prev,
+            node,
+            "data directory was written by another node name"
+        );
     }
     let store: std::sync::Arc<dyn Store> = store;
     Ok(Some((store, loaded)))

@@ -135,5 +135,8 @@ fn disk_store_reloads_what_it_wrote() {
     let seqs: Vec<u64> = s.messages.iter().map(|m| m.0).collect();
     assert_eq!(seqs, vec![1, 3]);
     assert_eq!(loaded.retained, vec![message()]);
-    assert!(store.next_seq() > 3, "sequence numbers continue after reload");
+    assert!(
+        store.next_seq() > 3,
+        "sequence numbers continue after reload"
+    );
 }
