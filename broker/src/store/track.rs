@@ -83,8 +83,10 @@ impl SessionState {
         let client = &*self.data.client_id;
         let added = match outcome {
             Enqueued::Queued => true,
-            Enqueued::Dropped if policy == DropPolicy::DropOldest && before > 0 => {
-                t.drop_front(client);
+            Enqueued::Dropped if policy == DropPolicy::DropOldest => {
+                if before > 0 {
+                    t.drop_front(client);
+                }
                 true
             }
             _ => false,
