@@ -1,9 +1,12 @@
 //! The `tern` binary: parse flags, load configuration, run the server until
-//! SIGTERM or SIGINT, shut down gracefully (leaving the cluster first).
-//! Everything else lives in `tern-broker` and `tern-cluster`; `tern admin`
-//! talks to a running node (`admin_cli`).
+//! SIGTERM or SIGINT, then drain within `shutdown.grace_period_secs`:
+//! disconnect clients, hand persistent sessions to peers and leave the
+//! cluster (`tern_cluster::drain`). Everything else lives in `tern-broker`,
+//! `tern-cluster` and `tern-discovery` (wired together in `mesh`); `tern
+//! admin` talks to a running node (`admin_cli`).
 
 mod admin_cli;
+mod mesh;
 mod passwd_cli;
 
 use clap::{Parser, Subcommand};
@@ -12,11 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use tern_broker::admin::Readiness;
 use tern_broker::config::{Config, ProcessEnv};
 use tern_broker::server::{Server, ServerError};
-use tern_cluster::{Cluster, ClusterOptions, StaticPeers, TcpTransport};
+use tern_cluster::{Cluster, ClusterOptions, TcpTransport};
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for configuration errors (bad file, key, value or TLS files).
@@ -253,9 +257,20 @@ async fn main() -> ExitCode {
         },
         false => None,
     };
-    let peers = config.cluster.peers.clone();
-    let grace = Duration::from_secs(config.shutdown.grace_period_secs);
-    let server = match Server::start_with(config, |broker| {
+    let background = CancellationToken::new();
+    let _stop_background = background.clone().drop_guard();
+    let readiness = Readiness::new();
+    let mut source = None;
+    if let Some(c) = &cluster {
+        match mesh::peer_source(&config, background.clone()) {
+            Ok((peers, status)) => {
+                mesh::track_readiness(&readiness, status, c.clone(), background.clone());
+                source = Some(peers);
+            }
+            Err(e) => return fail(EXIT_CONFIG, "configuration error", &e),
+        }
+    }
+    let mut server = match Server::start_full(config, readiness, |broker| {
         if let Some(c) = &cluster {
             c.attach(broker);
         }
@@ -266,8 +281,8 @@ async fn main() -> ExitCode {
         Err(e) => return fail(server_exit_code(&e), "cannot start", &e),
     };
     let mut cluster_addr = None;
-    if let Some(c) = &cluster {
-        match c.start(None, Arc::new(StaticPeers::new(peers))).await {
+    if let (Some(c), Some(peers)) = (&cluster, source) {
+        match c.start(None, peers).await {
             Ok(addr) => cluster_addr = Some(addr),
             Err(e) => {
                 let _ = server.shutdown().await;
@@ -292,10 +307,16 @@ async fn main() -> ExitCode {
         }
     }
     signals.wait(&server).await;
+    // Clients first (sessions go offline, still subscribed here), then the
+    // sessions to peers and the leave, then the admin listener.
+    let deadline = server.disconnect_clients().await;
     if let Some(c) = &cluster {
-        // Peers drop this node's routes at once instead of after the grace.
-        c.leave(grace.min(Duration::from_secs(2))).await;
+        let report = c.drain(deadline).await;
+        if !report.failed.is_empty() {
+            tracing::warn!(failed = report.failed.len(), "drain left sessions behind");
+        }
     }
+    background.cancel();
     match server.shutdown().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, "shutdown failed", &e),

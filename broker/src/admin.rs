@@ -1,5 +1,6 @@
-//! The admin HTTP listener: `GET /health`, `GET /metrics` and
-//! `GET /api/v1/cluster/show`.
+//! The admin HTTP listener: `GET /health` (liveness), `GET /ready`
+//! (readiness: a set of named latches, as in linkerd2-proxy), `GET /metrics`
+//! and `GET /api/v1/cluster/show`.
 //!
 //! [`router`] needs no socket, so tests drive it with `tower::ServiceExt`.
 
@@ -12,6 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Content type of `/metrics`: prometheus-client emits OpenMetrics text.
@@ -51,6 +53,56 @@ impl Health {
     }
 }
 
+/// Readiness: a set of named latches. Each subsystem holds its latch
+/// (with a reason) until it is ready, then releases it; `GET /ready` is
+/// 200 only when every latch is released and the listeners are up. A
+/// latch can be held again (the drain holds `draining`).
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    latches: Arc<RwLock<BTreeMap<String, Option<String>>>>,
+}
+
+impl Readiness {
+    /// No latch: ready as soon as the listeners are up.
+    pub fn new() -> Readiness {
+        Readiness::default()
+    }
+
+    /// Holds latch `name` with the reason shown in `waiting`.
+    pub fn hold(&self, name: &str, reason: impl Into<String>) {
+        self.latches
+            .write()
+            .insert(name.to_string(), Some(reason.into()));
+    }
+
+    /// Releases latch `name` (registering it, released, if unknown).
+    pub fn release(&self, name: &str) {
+        self.latches.write().insert(name.to_string(), None);
+    }
+
+    /// Holds (`Err(reason)`) or releases (`Ok`) latch `name`.
+    pub fn set(&self, name: &str, state: Result<(), String>) {
+        match state {
+            Ok(()) => self.release(name),
+            Err(reason) => self.hold(name, reason),
+        }
+    }
+
+    /// Whether latch `name` is registered and released.
+    pub fn is_released(&self, name: &str) -> bool {
+        matches!(self.latches.read().get(name), Some(None))
+    }
+
+    /// `"name: reason"` for every held latch, by name.
+    pub fn waiting(&self) -> Vec<String> {
+        self.latches
+            .read()
+            .iter()
+            .filter_map(|(name, held)| held.as_ref().map(|r| format!("{name}: {r}")))
+            .collect()
+    }
+}
+
 /// What the admin handlers read.
 #[derive(Clone)]
 pub struct AdminState {
@@ -60,6 +112,8 @@ pub struct AdminState {
     pub health: Health,
     /// The broker, for cluster membership; `None` in tests of the other routes.
     pub broker: Option<Arc<Broker>>,
+    /// Readiness latches (the listeners' come from `health`).
+    pub readiness: Readiness,
 }
 
 /// One peer in [`ClusterShow`].
@@ -94,6 +148,7 @@ pub struct ClusterShow {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/v1/cluster/show", get(cluster_show))
         .with_state(state)
@@ -116,6 +171,20 @@ async fn health(State(state): State<AdminState>) -> Response {
         (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))).into_response()
     } else {
         let body = serde_json::json!({ "status": "unavailable", "down": state.health.down() });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn ready(State(state): State<AdminState>) -> Response {
+    let mut waiting = Vec::new();
+    if !state.health.all_up() {
+        waiting.push("listeners: not accepting yet".to_string());
+    }
+    waiting.extend(state.readiness.waiting());
+    if waiting.is_empty() {
+        (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response()
+    } else {
+        let body = serde_json::json!({ "ready": false, "waiting": waiting });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
@@ -160,7 +229,56 @@ mod tests {
             metrics: Metrics::default(),
             health: Health::default(),
             broker: None,
+            readiness: Readiness::new(),
         }
+    }
+
+    #[test]
+    fn latches_hold_release_and_name_what_is_missing() {
+        let r = Readiness::new();
+        assert!(r.waiting().is_empty());
+        r.hold("cluster", "dialing 10.0.0.2:44053");
+        r.set("discovery", Err("RBAC: forbidden".into()));
+        assert_eq!(
+            r.waiting(),
+            vec![
+                "cluster: dialing 10.0.0.2:44053",
+                "discovery: RBAC: forbidden"
+            ]
+        );
+        assert!(!r.is_released("cluster"));
+        r.release("cluster");
+        r.set("discovery", Ok(()));
+        assert!(r.waiting().is_empty() && r.is_released("cluster"));
+        r.hold("draining", "shutting down");
+        assert_eq!(r.waiting(), vec!["draining: shutting down"]);
+    }
+
+    #[tokio::test]
+    async fn ready_needs_listeners_and_every_latch() {
+        let s = state();
+        s.readiness.hold("cluster", "initial sync");
+        let (status, _, body) = get(s.clone(), "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("listeners") && body.contains("cluster: initial sync"),
+            "{body}"
+        );
+        s.health.set("tcp", true);
+        let (status, _, body) = get(s.clone(), "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            r#"{"ready":false,"waiting":["cluster: initial sync"]}"#
+        );
+        s.readiness.release("cluster");
+        let (status, _, body) = get(s.clone(), "/ready").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, r#"{"ready":true}"#)
+        );
+        let (status, _, _) = get(s, "/health").await;
+        assert_eq!(status, StatusCode::OK, "liveness is separate");
     }
 
     #[tokio::test]

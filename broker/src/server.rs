@@ -7,7 +7,7 @@
 
 mod listener;
 
-use crate::admin::{self, AdminState, Health};
+use crate::admin::{self, AdminState, Health, Readiness};
 use crate::broker::Broker;
 use crate::config::{Config, ConfigError};
 use crate::connection::{self, ConnInfo};
@@ -89,6 +89,13 @@ pub struct Server {
     metrics: Metrics,
     shutdown: CancellationToken,
     kill: CancellationToken,
+    /// Stops the admin listener, last, so `/ready` answers during a drain.
+    admin_stop: CancellationToken,
+    /// When the drain must be over; set when it starts.
+    deadline: Option<tokio::time::Instant>,
+    /// The first failure of the client drain.
+    failure: Option<ServerError>,
+    readiness: Readiness,
     connections: TaskTracker,
     accept_loops: Vec<(&'static str, JoinHandle<()>)>,
     admin: Option<JoinHandle<()>>,
@@ -140,6 +147,17 @@ impl Server {
         config: Config,
         attach: impl FnOnce(&Arc<Broker>),
     ) -> Result<Server, ServerError> {
+        Server::start_full(config, Readiness::new(), attach).await
+    }
+
+    /// Like [`start_with`](Server::start_with), with the readiness latches
+    /// `GET /ready` reads (the caller registers the cluster's and
+    /// discovery's before the admin listener answers).
+    pub async fn start_full(
+        config: Config,
+        readiness: Readiness,
+        attach: impl FnOnce(&Arc<Broker>),
+    ) -> Result<Server, ServerError> {
         config.validate()?;
         // Password and ACL files are read before anything binds, too.
         let (authn, authz) = crate::auth::from_config(&config.auth)?;
@@ -189,6 +207,7 @@ impl Server {
         let health = Health::default();
         let shutdown = CancellationToken::new();
         let kill = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
         let connections = TaskTracker::new();
         let listener = |name, tls, max_connections| Listener {
             name,
@@ -215,8 +234,9 @@ impl Server {
                 metrics: metrics.clone(),
                 health: health.clone(),
                 broker: Some(broker.clone()),
+                readiness: readiness.clone(),
             };
-            let stop = shutdown.clone().cancelled_owned();
+            let stop = admin_stop.clone().cancelled_owned();
             tokio::spawn(async move {
                 let serve = axum::serve(socket, admin::router(state)).with_graceful_shutdown(stop);
                 if let Err(e) = serve.await {
@@ -227,6 +247,10 @@ impl Server {
         debug!(?tcp_addr, ?tls_addr, ?admin_addr, "listeners started");
         Ok(Server {
             _cancel_on_drop: shutdown.clone().drop_guard(),
+            admin_stop,
+            deadline: None,
+            failure: None,
+            readiness,
             config,
             broker,
             metrics,
@@ -266,35 +290,58 @@ impl Server {
         &self.metrics
     }
 
+    /// The readiness latches `GET /ready` reads.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
     /// A token cancelled when shutdown begins (also usable to trigger it).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
-    /// Graceful shutdown: stop accepting, cancel the token every connection
-    /// holds (connections send 5.0 clients DISCONNECT 0x8B and flush), wait
-    /// for connection tasks to finish, bounded by
-    /// `config.shutdown.grace_period_secs`; then abort what is left.
-    pub async fn shutdown(self) -> Result<(), ServerError> {
+    /// First half of a graceful shutdown: readiness goes false
+    /// (`draining`), accepting stops, every connection's token is cancelled
+    /// (5.0 clients get DISCONNECT 0x8B, or 0x9C with
+    /// `shutdown.server_reference`) and connection tasks are awaited,
+    /// bounded by `shutdown.grace_period_secs` from the first call; then
+    /// what is left is aborted. The admin listener keeps answering. Returns
+    /// the drain's deadline. Idempotent.
+    pub async fn disconnect_clients(&mut self) -> tokio::time::Instant {
+        if let Some(deadline) = self.deadline {
+            return deadline;
+        }
         let grace = Duration::from_secs(self.config.shutdown.grace_period_secs);
         let deadline = tokio::time::Instant::now() + grace;
+        self.deadline = Some(deadline);
+        self.readiness.hold("draining", "shutting down");
         info!(
             grace_secs = grace.as_secs(),
             connections = self.connections.len(),
             "shutting down"
         );
         self.shutdown.cancel();
-        let mut failure = None;
-        for (task, handle) in self.accept_loops {
+        for (task, handle) in std::mem::take(&mut self.accept_loops) {
             if let Err(source) = handle.await {
                 error!(task, error = %source, "accept loop failed");
-                failure.get_or_insert(ServerError::Task { task, source });
+                self.failure
+                    .get_or_insert(ServerError::Task { task, source });
             }
         }
         let aborted = listener::drain(&self.connections, &self.kill, deadline).await;
         if aborted > 0 {
             warn!(aborted, "grace period over; aborted remaining connections");
         }
+        deadline
+    }
+
+    /// Graceful shutdown: [`disconnect_clients`](Server::disconnect_clients)
+    /// (if not done yet), then the admin listener, bounded by the same
+    /// grace period.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        let deadline = self.disconnect_clients().await;
+        let mut failure = self.failure.take();
+        self.admin_stop.cancel();
         if let Some(mut admin) = self.admin {
             // Idle keep-alive clients must not hold the process open.
             let wait = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));

@@ -17,6 +17,8 @@
 //! - [`transport`]: the injected byte transport (TCP, in-memory with cuts), TLS.
 //! - [`options`]: [`ClusterOptions`] and incarnations.
 //! - [`peers`]: where peer addresses come from ([`peers::StaticPeers`]).
+//! - [`drain`]: graceful leave, handing persistent sessions to peers;
+//!   `ready`: whether the node has joined the mesh (readiness).
 //! - [`link`] (dialer side), [`service`] (gRPC server side), [`node`]
 //!   ([`Cluster`]: the [`RemoteRoutes`](tern_broker::routes::RemoteRoutes)
 //!   implementation and its tasks).
@@ -25,6 +27,7 @@
 
 pub mod convert;
 pub mod dedup;
+pub mod drain;
 mod forward;
 mod link;
 pub mod local;
@@ -32,6 +35,7 @@ pub mod node;
 pub mod options;
 pub mod outbox;
 pub mod peers;
+mod ready;
 pub mod remote;
 mod service;
 pub mod shared;

@@ -67,8 +67,8 @@ impl Backoff {
 enum Outcome {
     /// The address is this node.
     Itself,
-    /// The link was up, then ended.
-    WasUp,
+    /// The link to the named node was up, then ended.
+    WasUp(Arc<str>),
     /// It never came up.
     Failed,
 }
@@ -84,10 +84,26 @@ pub(crate) async fn run(inner: Arc<Inner>, addr: String, stop: CancellationToken
         match outcome {
             Outcome::Itself => {
                 debug!(%addr, "peer address is this node; not dialing it");
+                inner
+                    .dials
+                    .lock()
+                    .insert(addr.clone(), crate::ready::DialStatus::Itself);
                 return;
             }
-            Outcome::WasUp => backoff = Backoff(Backoff::MIN),
-            Outcome::Failed => {}
+            Outcome::WasUp(name) => {
+                backoff = Backoff(Backoff::MIN);
+                if inner.peer(&name).state.lock().left {
+                    // A node that left is forgotten, not re-dialed, unless
+                    // the peer source lists it again (or it dials us).
+                    info!(peer = %name, %addr, "peer left: no longer dialed");
+                    inner.links.lock().remove(&addr);
+                    return;
+                }
+            }
+            Outcome::Failed => {
+                let mut dials = inner.dials.lock();
+                dials.insert(addr.clone(), crate::ready::DialStatus::Unreachable);
+            }
         }
         if inner.leaving.is_cancelled() {
             return;
@@ -203,7 +219,7 @@ async fn connect(inner: &Arc<Inner>, addr: &str, stop: &CancellationToken) -> Ou
     peer.notify.notify_one();
     inner.refresh_gauges();
     info!(peer = %name, %addr, incarnation = hello.incarnation, "peer up");
-    let result = serve(inner, &peer, &tx, &mut inbound, stop).await;
+    let result = serve(inner, &peer, addr, &tx, &mut inbound, stop).await;
     {
         let mut st = peer.state.lock();
         if st.link == Some(link_id) {
@@ -218,13 +234,14 @@ async fn connect(inner: &Arc<Inner>, addr: &str, stop: &CancellationToken) -> Ou
     peer.outbox.lock().rewind();
     inner.refresh_gauges();
     info!(peer = %name, %addr, reason = result, "peer down");
-    Outcome::WasUp
+    Outcome::WasUp(name)
 }
 
 /// Sends the initial sync; then the link's loop until it fails.
 async fn serve(
     inner: &Arc<Inner>,
     peer: &Arc<Peer>,
+    addr: &str,
     tx: &mpsc::Sender<pb::Frame>,
     inbound: &mut tonic::Streaming<pb::Frame>,
     stop: &CancellationToken,
@@ -234,6 +251,10 @@ async fn serve(
     if send_routes(inner, tx, &mut known).await.is_err() || initial(inner, tx).await.is_err() {
         return "send failed";
     }
+    inner.dials.lock().insert(
+        addr.to_string(),
+        crate::ready::DialStatus::Synced(peer.name.clone()),
+    );
     let mut heartbeat = tokio::time::interval(inner.heartbeat());
     let mut last_rx = Instant::now();
     loop {
@@ -263,6 +284,10 @@ async fn serve(
         };
         if !sent {
             return "send failed";
+        }
+        // A peer that left gets what was buffered for it, then the link ends.
+        if peer.state.lock().left && peer.outbox.lock().is_empty() {
+            return "peer left";
         }
     }
 }

@@ -58,6 +58,8 @@ pub(crate) struct Inbound {
     pub links: usize,
     pub down_at: Option<Instant>,
     pub dedup: Dedup,
+    /// The peer's initial sync (routes, retained, clients) has arrived.
+    pub synced: bool,
 }
 
 pub(crate) struct Inner {
@@ -90,6 +92,12 @@ pub(crate) struct Inner {
     pub auth_refusals: std::sync::atomic::AtomicU64,
     /// Dials that failed below gRPC (refused, TLS handshake, timeout).
     pub connect_failures: std::sync::atomic::AtomicU64,
+    /// The peer addresses the source wants dialed now (readiness).
+    pub wanted: Mutex<Vec<String>>,
+    /// What the last dial of each address gave (readiness).
+    pub dials: Mutex<HashMap<String, crate::ready::DialStatus>>,
+    /// Sessions handed off by a drain: client id → where they went.
+    pub moved: Mutex<HashMap<String, crate::drain::Moved>>,
 }
 
 impl Inner {
@@ -211,6 +219,11 @@ impl Inner {
             self.metrics().dropped_messages.inc_by(dropped as u64);
             warn!(peer = %name, routes, dropped, "peer unreachable past its grace: routes dropped");
         }
+        // A peer that left is forgotten once its link is gone.
+        self.peers.lock().retain(|_, p| {
+            let st = p.state.lock();
+            !st.left || st.up
+        });
         self.refresh_gauges();
     }
 }
@@ -254,6 +267,9 @@ impl Cluster {
                 next_link: std::sync::atomic::AtomicU64::new(1),
                 auth_refusals: std::sync::atomic::AtomicU64::new(0),
                 connect_failures: std::sync::atomic::AtomicU64::new(0),
+                wanted: Mutex::new(Vec::new()),
+                dials: Mutex::new(HashMap::new()),
+                moved: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -294,6 +310,7 @@ impl Cluster {
             loop {
                 let wanted = watch.borrow_and_update().clone();
                 let Some(inner) = weak.upgrade() else { return };
+                inner.wanted.lock().clone_from(&wanted);
                 for gone in previous.iter().filter(|a| !wanted.contains(a)) {
                     inner.undial(gone);
                 }
@@ -372,6 +389,7 @@ impl Cluster {
             .inner
             .all_peers()
             .iter()
+            .filter(|p| !p.state.lock().left)
             .map(|p| {
                 let st = p.state.lock();
                 PeerShow {
@@ -390,28 +408,6 @@ impl Cluster {
             incarnation: self.inner.incarnation,
             peers,
         }
-    }
-
-    /// Graceful leave: tells every peer to drop this node's routes now,
-    /// then stops every link and the listener (bounded by `grace`).
-    pub async fn leave(&self, grace: Duration) {
-        let inner = &self.inner;
-        inner.leaving.cancel();
-        let txs: Vec<_> = inner
-            .all_peers()
-            .iter()
-            .filter_map(|p| p.state.lock().tx.clone())
-            .collect();
-        for tx in txs {
-            let frame = pb::Frame {
-                kind: Some(pb::frame::Kind::Leave(pb::Leave {})),
-            };
-            let _ = tokio::time::timeout(grace, tx.send(frame)).await;
-        }
-        // Links end when peers close them after Leave.
-        inner.link_tasks.close();
-        let _ = tokio::time::timeout(grace, inner.link_tasks.wait()).await;
-        self.shutdown().await;
     }
 
     /// Stops every task at once (a crash, as far as peers can tell).

@@ -135,6 +135,19 @@ impl RemoteTable {
         owner.version = version;
     }
 
+    /// Adds `filters` to `node`'s routes outside its version stream: a
+    /// leaving node's handed-off sessions now live at `node`. The routes
+    /// `node` announces itself confirm them (adds are idempotent); an owner
+    /// created here has incarnation 0, so `node`'s next delta is a gap and
+    /// its snapshot replaces the provisional set.
+    pub fn add_provisional(&self, node: &Arc<str>, filters: &[String]) {
+        let mut owners = self.owners.lock();
+        let owner = owners.entry(node.clone()).or_default();
+        for f in filters {
+            self.add(owner, node, f);
+        }
+    }
+
     /// Forgets every route of `node` (left, restarted, or past its grace);
     /// returns how many there were.
     pub fn drop_node(&self, node: &str) -> usize {

@@ -116,6 +116,10 @@ impl Mesh for MeshService {
             .inner
             .broker()
             .ok_or_else(|| Status::unavailable("broker gone"))?;
+        if self.inner.moved.lock().contains_key(&r.client_id) {
+            // Handed off by this draining node: the new home answers.
+            return Ok(Response::new(pb::ClaimReply { session: None }));
+        }
         let session = broker.take_session(&r.client_id, !r.clean_start);
         if session.is_some() || !r.clean_start {
             debug!(client_id = %r.client_id, to = %r.node, "session claimed by another node");
@@ -123,6 +127,13 @@ impl Mesh for MeshService {
         Ok(Response::new(pb::ClaimReply {
             session: session.map(|s| session_to_pb(&s, &self.inner.node)),
         }))
+    }
+
+    async fn handoff(
+        &self,
+        req: Request<pb::HandoffRequest>,
+    ) -> Result<Response<pb::HandoffAck>, Status> {
+        crate::drain::on_handoff(&self.inner, req.into_inner()).map(Response::new)
     }
 }
 
@@ -170,12 +181,18 @@ async fn inbound(
     }
     let name: Arc<str> = Arc::from(hello.node.as_str());
     let incarnation = hello.incarnation;
+    if inner.leaving.is_cancelled() {
+        debug!(peer = %name, "link refused: this node is leaving");
+        return;
+    }
     if !open(&inner, &name, incarnation) {
         warn!(peer = %name, incarnation, "link from a stale incarnation refused");
         return;
     }
-    if let Some(addr) = dial_back(&hello.advertise, ip) {
-        inner.dial(&addr);
+    if inner.cfg.dial_back {
+        if let Some(addr) = dial_back(&hello.advertise, ip) {
+            inner.dial(&addr);
+        }
     }
     let broker = inner.broker();
     let stop = inner.shutdown.clone();
@@ -193,8 +210,8 @@ async fn inbound(
             }
         };
         let reply = match (f.kind, &broker) {
-            (Some(Kind::Leave(_)), _) => {
-                leave(&inner, &name, incarnation);
+            (Some(Kind::Leave(l)), _) => {
+                leave(&inner, &name, incarnation, l);
                 return;
             }
             (Some(kind), Some(b)) => handle(&inner, b, &name, incarnation, kind),
@@ -217,6 +234,7 @@ fn open(inner: &Inner, name: &Arc<str>, incarnation: u64) -> bool {
         links: 0,
         down_at: None,
         dedup: Dedup::new(),
+        synced: false,
     });
     if incarnation < e.incarnation {
         return false;
@@ -229,6 +247,7 @@ fn open(inner: &Inner, name: &Arc<str>, incarnation: u64) -> bool {
             links: 0,
             down_at: None,
             dedup: Dedup::new(),
+            synced: false,
         };
     }
     e.links += 1;
@@ -246,13 +265,31 @@ fn close(inner: &Inner, name: &Arc<str>, incarnation: u64) {
     }
 }
 
-fn leave(inner: &Inner, name: &Arc<str>, incarnation: u64) {
+/// `name` leaves: its handed-off sessions' filters are routed to their
+/// new homes *before* its own routes go, so every publish matches one or
+/// the other. What is buffered for it still goes out on the link, which
+/// then ends (`link::serve`); with no link up it is dropped.
+fn leave(inner: &Inner, name: &Arc<str>, incarnation: u64, l: pb::Leave) {
+    for m in l.moved {
+        if m.node != *inner.node && m.node != **name {
+            inner
+                .remote
+                .add_provisional(&Arc::from(m.node.as_str()), &m.filters);
+        }
+    }
     let routes = inner.remote.drop_node(name);
     inner.inbound.lock().remove(name);
     if let Some(p) = inner.peers.lock().get(name).cloned() {
-        p.state.lock().left = true;
-        let dropped = p.outbox.lock().clear();
-        inner.metrics().dropped_messages.inc_by(dropped as u64);
+        let up = {
+            let mut st = p.state.lock();
+            st.left = true;
+            st.up
+        };
+        if !up {
+            let dropped = p.outbox.lock().clear();
+            inner.metrics().dropped_messages.inc_by(dropped as u64);
+        }
+        p.notify.notify_one();
     }
     info!(peer = %name, incarnation, routes, "peer left the cluster");
 }
@@ -310,6 +347,10 @@ fn handle(
             None
         }
         Kind::ConnectedClients(c) => {
+            // The last frame of the peer's initial sync.
+            if let Some(i) = inner.inbound.lock().get_mut(name) {
+                i.synced = true;
+            }
             resolve_duplicates(inner, broker, name, c);
             None
         }

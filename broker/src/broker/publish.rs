@@ -10,19 +10,23 @@ use crate::trie::{ClientId, SharedMatch, SubEntry};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// How long a retained deletion is remembered, so that stale copies from
+/// other nodes do not resurrect it.
+pub const TOMBSTONE_TTL_MS: u64 = 3_600_000;
+
 impl Broker {
     /// Retained messages matching a plain `filter`, expired ones left out.
     pub fn retained_for(&self, filter: &str) -> Vec<(String, Arc<Message>)> {
         let mut out = Vec::new();
         self.retained.matching(filter, &mut out);
         let now = now_ms();
-        out.retain(|(_, m)| !m.expired(now));
+        out.retain(|(_, m)| !m.payload.is_empty() && !m.expired(now));
         out
     }
 
-    /// Number of retained messages.
+    /// Number of retained messages (deletion markers not counted).
     pub fn retained_count(&self) -> usize {
-        self.retained.len()
+        usize::try_from(self.metrics.retained.get()).unwrap_or(0)
     }
 
     /// Publishes `msg` on this node: updates the retained store, delivers
@@ -76,17 +80,36 @@ impl Broker {
         })
     }
 
+    /// Stores a retained message, or a deletion (empty payload) as a
+    /// tombstone: never delivered, but it carries its (timestamp, node) so
+    /// that a stale copy arriving later from another node (a snapshot taken
+    /// before the delete, or from the other side of a partition) cannot
+    /// bring the message back. Tombstones expire after [`TOMBSTONE_TTL_MS`].
     fn store_retained(&self, msg: &Arc<Message>) {
-        if msg.payload.is_empty() {
-            if self.retained.remove(&msg.topic) {
-                self.metrics.retained.dec();
-                self.store.delete_retained(&msg.topic);
-            }
+        let was_live = self
+            .retained
+            .get(&msg.topic)
+            .is_some_and(|m| !m.payload.is_empty());
+        let tombstone = msg.payload.is_empty();
+        let stored = if tombstone {
+            let mut t = (**msg).clone();
+            t.expires_at = Some(now_ms().saturating_add(TOMBSTONE_TTL_MS));
+            Arc::new(t)
         } else {
-            if self.retained.set(&msg.topic, msg.clone()) {
+            msg.clone()
+        };
+        // Tombstones are stored too: they stop stale snapshots resurrecting
+        // a deleted message after a restart as before it.
+        self.store.put_retained(&stored);
+        self.retained.set(&msg.topic, stored);
+        match (was_live, tombstone) {
+            (false, false) => {
                 self.metrics.retained.inc();
             }
-            self.store.put_retained(msg);
+            (true, true) => {
+                self.metrics.retained.dec();
+            }
+            _ => {}
         }
     }
 
@@ -109,7 +132,8 @@ impl Broker {
         true
     }
 
-    /// Every retained message, for a node that joins.
+    /// Every retained message and deletion tombstone, for a node that joins
+    /// or a link that comes back.
     pub fn retained_snapshot(&self) -> Vec<Arc<Message>> {
         // A visit of every entry (`#` would skip `$` topics).
         let now = now_ms();

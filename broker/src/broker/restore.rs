@@ -36,9 +36,14 @@ impl Broker {
             if m.expired(now) {
                 self.store.delete_retained(&m.topic);
                 r.expired += 1;
-            } else if self.retained.set(&m.topic.clone(), Arc::new(m)) {
-                self.metrics.retained.inc();
-                r.retained += 1;
+            } else {
+                // Tombstones (empty payload) are restored but not counted.
+                let live = !m.payload.is_empty();
+                self.retained.set(&m.topic.clone(), Arc::new(m));
+                if live {
+                    self.metrics.retained.inc();
+                    r.retained += 1;
+                }
             }
         }
         for s in loaded.sessions {

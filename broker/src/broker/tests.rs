@@ -195,3 +195,39 @@ fn forwarded_messages_reach_only_what_the_origin_chose() {
     assert_eq!(b.deliver_forwarded(&m, true, &[]), 1);
     assert_eq!((queued(&member).len(), queued(&plain).len()), (1, 1));
 }
+
+#[test]
+fn a_retained_delete_is_remembered_against_stale_copies() {
+    let b = broker();
+    let mut set = (*msg("r/x", b"v1", QoS::AtMostOnce, true)).clone();
+    set.timestamp = 1_000;
+    set.origin_node = Some("n2".into());
+    assert!(b.apply_retained(Arc::new(set.clone())));
+    let mut delete = set.clone();
+    delete.timestamp = 2_000;
+    delete.payload = Bytes::new();
+    assert!(b.apply_retained(Arc::new(delete)));
+    assert_eq!(b.retained_count(), 0);
+    assert!(
+        b.retained_for("r/#").is_empty(),
+        "a tombstone is never delivered"
+    );
+    // A snapshot taken before the delete arrives late: it must not win.
+    assert!(!b.apply_retained(Arc::new(set.clone())));
+    assert_eq!(b.retained_count(), 0);
+    // Snapshots carry the tombstone, so peers learn of the delete too.
+    let snap = b.retained_snapshot();
+    assert_eq!(snap.len(), 1);
+    assert!(snap[0].payload.is_empty());
+    // A newer write brings it back; the count follows.
+    let mut newer = set;
+    newer.timestamp = 3_000;
+    assert!(b.apply_retained(Arc::new(newer)));
+    assert_eq!(b.retained_count(), 1);
+    // Expired tombstones and messages are purged by housekeeping.
+    assert_eq!(
+        b.expire_retained(u64::MAX),
+        0,
+        "the live message has no expiry"
+    );
+}

@@ -71,6 +71,19 @@ impl Broker {
         data
     }
 
+    /// Client ids of sessions that outlive their connection (expiry > 0)
+    /// and have none now: what a draining node hands to its peers.
+    pub fn persistent_offline_sessions(&self) -> Vec<ClientId> {
+        self.sessions
+            .iter()
+            .filter(|e| {
+                let st = e.value().state.lock();
+                st.owner.is_none() && !st.ended && st.data.expiry_interval > 0
+            })
+            .map(|e| e.key().clone())
+            .collect()
+    }
+
     /// Clients with a live connection here, with when they connected.
     pub fn connected_clients(&self) -> Vec<(ClientId, u64)> {
         self.sessions
@@ -132,14 +145,19 @@ impl Broker {
 
     /// Drops retained messages whose expiry has passed.
     pub fn expire_retained(&self, now: u64) -> usize {
+        // Expired tombstones go too, but only live messages were counted.
+        let mut live = 0;
         let n = self.retained.retain_where(|topic, m| {
             let keep = !m.expired(now);
             if !keep {
                 self.store.delete_retained(topic);
+                if !m.payload.is_empty() {
+                    live += 1;
+                }
             }
             keep
         });
-        for _ in 0..n {
+        for _ in 0..live {
             self.metrics.retained.dec();
         }
         n

@@ -169,7 +169,16 @@ impl Config {
                       #   allow_register_during_netsplit, allow_publish_during_netsplit,\n\
                       #   allow_subscribe_during_netsplit: accept CONNECT / PUBLISH / SUBSCRIBE\n\
                       #     while a known peer is unreachable.\n\
+                      #   dial_back: dial a node that dialed in at its advertised address (off behind NAT).\n\
                       #   tls.enabled, tls.cert, tls.key, tls.ca: mutual TLS between nodes.\n\
+                      #   ready_wait_secs: with no reachable peer, /ready turns 200 after this long.\n\
+                      #\n\
+                      # Peers: discovery.mode (static, dns, kubernetes) feeds the mesh; in static\n\
+                      # mode discovery.peers wins, and cluster.peers is used when it is empty.\n\
+                      # Discovered peers are dialed on the port of cluster.bind.\n\
+                      # [shutdown]: grace_period_secs bounds the drain (disconnect clients, hand\n\
+                      #   sessions to peers, leave); server_reference, when set, sends 5.0 clients\n\
+                      #   DISCONNECT 0x9C \"use another server\" with that reference.\n\
                       #\n\
                       # [storage]: durable state. storage.dir (unset: memory only) is the data\n\
                       #   directory; durability = \"group\" | \"fsync\" | \"none\";\n\

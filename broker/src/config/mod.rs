@@ -252,12 +252,16 @@ impl Default for AuthConfig {
 pub struct ShutdownConfig {
     /// Seconds allowed for the drain after SIGTERM/SIGINT.
     pub grace_period_secs: u64,
+    /// When set, 5.0 clients connected at shutdown get DISCONNECT 0x9C
+    /// "use another server" with this Server Reference instead of 0x8B.
+    pub server_reference: String,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
             grace_period_secs: 10,
+            server_reference: String::new(),
         }
     }
 }
@@ -292,8 +296,16 @@ pub struct ClusterConfig {
     pub allow_publish_during_netsplit: bool,
     /// Accept a SUBSCRIBE while some known peer is unreachable.
     pub allow_subscribe_during_netsplit: bool,
+    /// Dial back a node that dialed in, at the address it advertises, so a
+    /// single seed address forms the whole mesh. Turn off when nodes must
+    /// be reached only through the configured peer addresses (behind a
+    /// proxy or NAT, where the advertised address is not reachable).
+    pub dial_back: bool,
     /// Mutual TLS between nodes.
     pub tls: ClusterTlsConfig,
+    /// Readiness: with no reachable peer, a node (the first of a cluster)
+    /// reports ready this many seconds after start.
+    pub ready_wait_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -310,7 +322,9 @@ impl Default for ClusterConfig {
             allow_register_during_netsplit: true,
             allow_publish_during_netsplit: true,
             allow_subscribe_during_netsplit: true,
+            dial_back: true,
             tls: ClusterTlsConfig::default(),
+            ready_wait_secs: 10,
         }
     }
 }

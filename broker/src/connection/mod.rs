@@ -373,10 +373,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 "connection closed"
             ),
         }
-        if let (true, Some(code)) = (self.protocol.is_v5(), close.disconnect) {
+        if let (true, Some(mut code)) = (self.protocol.is_v5(), close.disconnect) {
+            let mut properties = Properties::default();
+            // A drain can point 5.0 clients at another server (0x9C).
+            let reference = &self.broker.config().shutdown.server_reference;
+            if code == reason::SERVER_SHUTTING_DOWN && !reference.is_empty() {
+                code = reason::USE_ANOTHER_SERVER;
+                properties.server_reference = Some(reference.clone());
+            }
             let d = Disconnect {
                 reason: code,
-                properties: Properties::default(),
+                properties,
             };
             let _ = self.send(&Packet::Disconnect(d));
         }
