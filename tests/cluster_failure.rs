@@ -187,7 +187,20 @@ async fn sigterm_leaves_cleanly_and_the_node_rejoins() {
 
     let st = c.sigterm(2, Duration::from_secs(15)).await;
     assert!(st.success(), "SIGTERM'd node should exit 0, got {st}");
-    c.wait_peer_state(&[0, 1], 2, "down", DOWN_DEADLINE).await;
+    // A node that leaves (SIGTERM: drain, then Leave) is forgotten at once,
+    // not kept as a "down" ghost member.
+    let gone = c.nodes[2].name.clone();
+    c.wait_views(
+        &[0, 1],
+        DOWN_DEADLINE,
+        &format!("{gone} is gone"),
+        |_, v| {
+            v["peers"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().all(|p| p["node"] != gone.as_str()))
+        },
+    )
+    .await;
     round_trip(
         &mut pub1,
         &mut sub2,

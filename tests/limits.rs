@@ -117,6 +117,9 @@ async fn online_queue_limit_drops_and_counts() {
     let s = start_with(|c| {
         c.mqtt.max_online_messages = 3;
         c.mqtt.max_inflight = 1;
+        // No QoS 1/2 headroom: the strict limit (the default keeps QoS 1/2
+        // and slows publishers instead, see tests/edge_overload.rs).
+        c.limits.qos_queue_headroom = 0;
     })
     .await;
     let before = scrape(s.admin(), "tern_queue_dropped").await;

@@ -10,7 +10,9 @@
 //! - [`broker`]: the node's shared state and the publish path (local match + remote routes).
 //! - [`connection`]: the per-connection protocol loop.
 //! - [`auth`]: the authentication seam.
-//! - [`server`]: listeners (TCP, TLS), admin HTTP, shutdown tree.
+//! - [`server`]: listeners (TCP, TLS, WebSocket), admin HTTP, shutdown tree.
+//! - [`ws`], [`proxy`]: MQTT over WebSocket frames; PROXY protocol v1/v2 headers.
+//! - [`limits`]: overload protection (token buckets, memory watermark, backpressure).
 //! - [`config`], [`metrics`]: configuration tree and Prometheus metrics.
 
 #![warn(missing_docs)]
@@ -21,7 +23,9 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod limits;
 pub mod metrics;
+pub mod proxy;
 pub mod retained;
 pub mod routes;
 pub mod server;
@@ -30,3 +34,4 @@ pub mod store;
 pub mod tls;
 pub mod topic;
 pub mod trie;
+pub mod ws;

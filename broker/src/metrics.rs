@@ -40,6 +40,34 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// The cluster mesh (all zero on a single node).
     pub cluster: ClusterMetrics,
+    /// Overload protection and the edge (WebSocket, PROXY protocol).
+    pub edge: EdgeMetrics,
+}
+
+/// Overload protection and edge metrics.
+#[derive(Clone, Default)]
+pub struct EdgeMetrics {
+    /// Connections closed after accept because the listener's connect rate
+    /// was exceeded.
+    pub connect_rate_refused: Counter,
+    /// Connections closed for a missing, malformed or late PROXY header.
+    pub proxy_errors: Counter,
+    /// WebSocket upgrades refused (wrong path, no `mqtt` subprotocol, bad
+    /// HTTP) and connections closed for a text frame.
+    pub ws_errors: Counter,
+    /// Reads delayed because a client exceeded its publish rate.
+    pub publish_throttled: Counter,
+    /// Reads delayed because a QoS 1/2 target queue was full.
+    pub backpressure_waits: Counter,
+    /// Subscribers disconnected for making no progress.
+    pub slow_consumers: Counter,
+    /// SUBSCRIBE filters refused by `max_subscriptions_per_client` or
+    /// `max_topic_levels`, and PUBLISHes refused for topic depth.
+    pub limit_rejections: Counter,
+    /// CONNECTs refused because resident memory was above the watermark.
+    pub memory_refused: Counter,
+    /// Resident memory, bytes, as last sampled.
+    pub memory_rss_bytes: Gauge,
 }
 
 /// Metrics of the cluster mesh, updated by `tern-cluster`.
@@ -137,6 +165,52 @@ impl Metrics {
             c.dropped_messages,
         );
         registry.register("cluster_resyncs", "Full route snapshots applied", c.resyncs);
+        let e = m.edge;
+        registry.register(
+            "connect_rate_refused",
+            "Connections closed over the listener connect rate",
+            e.connect_rate_refused,
+        );
+        registry.register(
+            "proxy_protocol_errors",
+            "Connections closed for a missing or malformed PROXY header",
+            e.proxy_errors,
+        );
+        registry.register(
+            "websocket_errors",
+            "WebSocket upgrades refused and text frames seen",
+            e.ws_errors,
+        );
+        registry.register(
+            "publish_throttled",
+            "Reads delayed by the per-client publish rate",
+            e.publish_throttled,
+        );
+        registry.register(
+            "backpressure_waits",
+            "Reads delayed because a QoS 1/2 target queue was full",
+            e.backpressure_waits,
+        );
+        registry.register(
+            "slow_consumers_disconnected",
+            "Subscribers disconnected for making no progress",
+            e.slow_consumers,
+        );
+        registry.register(
+            "limit_rejections",
+            "Subscriptions and publishes refused by subscription or topic depth caps",
+            e.limit_rejections,
+        );
+        registry.register(
+            "memory_refused",
+            "Connections refused above the memory watermark",
+            e.memory_refused,
+        );
+        registry.register(
+            "memory_rss_bytes",
+            "Resident memory as last sampled",
+            e.memory_rss_bytes,
+        );
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);

@@ -1,4 +1,5 @@
-//! The running node: client listeners (TCP, TLS), the admin HTTP listener
+//! The running node: client listeners (TCP, TLS, WebSocket, WebSocket
+//! over TLS; each optionally behind a PROXY protocol header), the admin HTTP listener
 //! and the shutdown tree.
 //!
 //! One [`CancellationToken`] is the root of shutdown: accept loops and the
@@ -13,7 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::connection::{self, ConnInfo};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
-use listener::{Handler, Listener};
+use listener::{Edge, Handler, Listener};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ pub enum ServerError {
     /// A listener could not bind its address.
     #[error("cannot bind the {listener} listener to {addr}")]
     Bind {
-        /// "tcp", "tls" or "admin".
+        /// "tcp", "tls", "ws", "wss" or "admin".
         listener: &'static str,
         /// The configured address.
         addr: SocketAddr,
@@ -101,6 +102,8 @@ pub struct Server {
     admin: Option<JoinHandle<()>>,
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
+    ws_addr: Option<SocketAddr>,
+    wss_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     _cancel_on_drop: DropGuard,
 }
@@ -163,8 +166,13 @@ impl Server {
         let (authn, authz) = crate::auth::from_config(&config.auth)?;
         let store = crate::store::open(&config.storage, &config.node_name())?;
         let (tcp_cfg, tls_cfg) = (&config.listeners.tcp, &config.listeners.tls);
+        let (ws_cfg, wss_cfg) = (&config.listeners.ws, &config.listeners.wss);
         let acceptor = match tls_cfg.enabled {
             true => Some(tls::acceptor(tls_cfg)?),
+            false => None,
+        };
+        let wss_acceptor = match wss_cfg.enabled {
+            true => Some(tls::acceptor(&wss_cfg.tls())?),
             false => None,
         };
         // Bind everything before spawning anything, so a failure leaves
@@ -177,12 +185,22 @@ impl Server {
             true => Some(bind("tls", tls_cfg.bind).await?),
             false => None,
         };
+        let ws = match ws_cfg.enabled {
+            true => Some(bind("ws", ws_cfg.bind).await?),
+            false => None,
+        };
+        let wss = match wss_cfg.enabled {
+            true => Some(bind("wss", wss_cfg.bind).await?),
+            false => None,
+        };
         let admin_socket = match config.admin.enabled {
             true => Some(bind("admin", config.admin.bind).await?),
             false => None,
         };
         let tcp_addr = local_addr("tcp", &tcp, tcp_cfg.bind)?;
         let tls_addr = local_addr("tls", &tls, tls_cfg.bind)?;
+        let ws_addr = local_addr("ws", &ws, ws_cfg.bind)?;
+        let wss_addr = local_addr("wss", &wss, wss_cfg.bind)?;
         let admin_addr = local_addr("admin", &admin_socket, config.admin.bind)?;
 
         let metrics = Metrics::default();
@@ -209,7 +227,16 @@ impl Server {
         let kill = CancellationToken::new();
         let admin_stop = CancellationToken::new();
         let connections = TaskTracker::new();
-        let listener = |name, tls, max_connections| Listener {
+        let limits = &config.limits;
+        let edge = |proxy: bool, use_cn: bool, ws_path: Option<&str>| Edge {
+            ws_path: ws_path.map(Arc::from),
+            ws_max_message: config.mqtt.max_packet_size as usize,
+            proxy,
+            proxy_use_cn: use_cn,
+            proxy_timeout: Duration::from_secs(limits.proxy_header_timeout_secs),
+            connect_rate: (limits.max_connect_rate, limits.connect_burst),
+        };
+        let listener = |name, tls, max_connections, edge| Listener {
             name,
             tls,
             max_connections,
@@ -219,16 +246,44 @@ impl Server {
             tracker: connections.clone(),
             shutdown: shutdown.clone(),
             kill: kill.clone(),
+            edge,
         };
+        let l = &config.listeners;
         let mut accept_loops = Vec::new();
         if let Some(socket) = tcp {
-            let l = listener("tcp", None, config.listeners.tcp.max_connections);
+            let e = edge(
+                l.tcp.proxy_protocol,
+                l.tcp.proxy_protocol_use_cn_as_username,
+                None,
+            );
+            let l = listener("tcp", None, l.tcp.max_connections, e);
             accept_loops.push(("tcp", l.spawn(socket)));
         }
         if let Some(socket) = tls {
-            let l = listener("tls", acceptor, config.listeners.tls.max_connections);
+            let e = edge(
+                l.tls.proxy_protocol,
+                l.tls.proxy_protocol_use_cn_as_username,
+                None,
+            );
+            let l = listener("tls", acceptor, l.tls.max_connections, e);
             accept_loops.push(("tls", l.spawn(socket)));
         }
+        if let Some(socket) = ws {
+            let (c, path) = (&l.ws, Some(l.ws.path.as_str()));
+            let e = edge(c.proxy_protocol, c.proxy_protocol_use_cn_as_username, path);
+            let l = listener("ws", None, c.max_connections, e);
+            accept_loops.push(("ws", l.spawn(socket)));
+        }
+        if let Some(socket) = wss {
+            let (c, path) = (&l.wss, Some(l.wss.path.as_str()));
+            let e = edge(c.proxy_protocol, c.proxy_protocol_use_cn_as_username, path);
+            let l = listener("wss", wss_acceptor, c.max_connections, e);
+            accept_loops.push(("wss", l.spawn(socket)));
+        }
+        let interval = Duration::from_millis(limits.memory_check_interval_ms);
+        let sampler =
+            crate::limits::spawn_memory_sampler(metrics.clone(), interval, shutdown.clone());
+        accept_loops.push(("memory", sampler));
         let admin = admin_socket.map(|socket| {
             let state = AdminState {
                 metrics: metrics.clone(),
@@ -244,7 +299,14 @@ impl Server {
                 }
             })
         });
-        debug!(?tcp_addr, ?tls_addr, ?admin_addr, "listeners started");
+        debug!(
+            ?tcp_addr,
+            ?tls_addr,
+            ?ws_addr,
+            ?wss_addr,
+            ?admin_addr,
+            "listeners started"
+        );
         Ok(Server {
             _cancel_on_drop: shutdown.clone().drop_guard(),
             admin_stop,
@@ -261,6 +323,8 @@ impl Server {
             admin,
             tcp_addr,
             tls_addr,
+            ws_addr,
+            wss_addr,
             admin_addr,
         })
     }
@@ -273,6 +337,16 @@ impl Server {
     /// Bound address of the TLS listener, if enabled.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// Bound address of the WebSocket listener, if enabled.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
+    /// Bound address of the WebSocket-over-TLS listener, if enabled.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.wss_addr
     }
 
     /// Bound address of the admin HTTP listener, if enabled.

@@ -208,10 +208,26 @@ round_trip "${MQTT[tern1]}" "${MQTT[tern3]}" "ct/cluster" "from tern1 to tern3" 
     || { dump_logs "$RUN_ID-tern1" "$RUN_ID-tern3"; fail "message not routed tern1 -> tern3"; }
 ok "a message published on tern1 reached a subscriber on tern3"
 
+# A persistent session on tern2 with queued QoS 1 messages must survive
+# tern2's graceful stop: the drain hands it to tern1 or tern3, and the
+# client finds it (and every queued message) by reconnecting to tern1.
+QUEUED=50
+qid="queued-$RUN_ID"
+mosquitto_sub -h 127.0.0.1 -p "${MQTT[tern2]}" -i "$qid" -c -q 1 -t "ct/queued/#" -E 2>/dev/null \
+    || { dump_logs "$RUN_ID-tern2"; fail "persistent subscription on tern2"; }
+seq 1 "$QUEUED" | sed 's/^/queued-/' \
+    | mosquitto_pub -h 127.0.0.1 -p "${MQTT[tern2]}" -q 1 -t ct/queued/x -l -i "qpub-$RUN_ID" 2>/dev/null \
+    || { dump_logs "$RUN_ID-tern2"; fail "publishing the queued messages on tern2"; }
+ok "$QUEUED QoS 1 messages queued on tern2 for an offline persistent session"
+
 docker stop -t 30 "$RUN_ID-tern2" >/dev/null
 code=$(docker inspect -f '{{.State.ExitCode}}' "$RUN_ID-tern2")
 [ "$code" = 0 ] || { dump_logs "$RUN_ID-tern2"; fail "tern2 exited $code on SIGTERM"; }
 ok "docker stop tern2: graceful, exit code 0"
+got=$(mosquitto_sub -h 127.0.0.1 -p "${MQTT[tern1]}" -i "$qid" -c -q 1 -t "ct/queued/#" \
+    -C "$QUEUED" -W 30 2>/dev/null | sort -u | grep -c '^queued-' || true)
+[ "$got" = "$QUEUED" ] || { dump_logs "$RUN_ID-tern1" "$RUN_ID-tern2" "$RUN_ID-tern3"; fail "after tern2's drain the session got $got of $QUEUED queued messages"; }
+ok "all $QUEUED queued messages delivered through tern1 after tern2's graceful stop"
 docker kill "$RUN_ID-tern3" >/dev/null
 ok "docker kill tern3"
 

@@ -4,6 +4,7 @@
 
 use super::{with_matches, Broker};
 use crate::auth::BoxFuture;
+use crate::codec::QoS;
 use crate::config::SharedPolicy;
 use crate::session::{now_ms, Delivery, Enqueued, Message};
 use crate::trie::{ClientId, SharedMatch, SubEntry};
@@ -217,13 +218,23 @@ impl Broker {
             return false;
         }
         let online = st.owner.is_some();
-        let limit = if online {
+        let qos = d.qos;
+        let mut limit = if online {
             self.config.mqtt.max_online_messages
         } else {
             self.config.mqtt.max_offline_messages
         };
+        // Backpressure (see `limits`): QoS 1/2 to a full online queue is
+        // kept, up to the headroom, and the publisher is told to slow down.
+        let full = online && qos != QoS::AtMostOnce && st.data.queue.len() >= limit;
+        if full {
+            limit = limit.saturating_add(self.config.limits.qos_queue_headroom);
+        }
         let outcome = st.enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
         drop(st);
+        if full && outcome == Enqueued::Queued {
+            crate::limits::note_full(&cell);
+        }
         match outcome {
             Enqueued::Queued => {
                 if online {
@@ -233,7 +244,11 @@ impl Broker {
             }
             Enqueued::Dropped => {
                 self.metrics.queue_drops.inc();
-                tracing::debug!(client_id = %client, "queue full, message dropped");
+                if qos == QoS::AtMostOnce {
+                    tracing::debug!(client_id = %client, "queue full, message dropped");
+                } else {
+                    tracing::warn!(client_id = %client, online, limit, "queue full, QoS 1/2 message dropped");
+                }
                 true
             }
             Enqueued::Skipped => false,

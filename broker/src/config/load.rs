@@ -184,7 +184,7 @@ impl Config {
                       #   directory; durability = \"group\" | \"fsync\" | \"none\";\n\
                       #   group_commit_ms: the group-commit interval. See README, Durable state.\n\n";
         match toml::to_string(&Config::default()) {
-            Ok(body) => format!("{header}{body}"),
+            Ok(body) => format!("{header}{}{body}", super::edge::EDGE_DOC),
             // Unreachable for the plain data in `Config`, but never panic.
             Err(e) => format!("{header}# cannot render the defaults: {e}\n"),
         }
@@ -221,8 +221,10 @@ impl Config {
                 ),
             );
         }
+        self.validate_edge()?;
         let (tcp, tls) = (&self.listeners.tcp, &self.listeners.tls);
-        if !tcp.enabled && !tls.enabled {
+        let (ws, wss) = (&self.listeners.ws, &self.listeners.wss);
+        if !tcp.enabled && !tls.enabled && !ws.enabled && !wss.enabled {
             return invalid("listeners", "no client listener is enabled".into());
         }
         if tcp.enabled && tcp.max_connections == 0 {
@@ -296,6 +298,12 @@ impl Config {
         if tls.enabled {
             binds.push(("listeners.tls.bind", tls.bind));
         }
+        if ws.enabled {
+            binds.push(("listeners.ws.bind", ws.bind));
+        }
+        if wss.enabled {
+            binds.push(("listeners.wss.bind", wss.bind));
+        }
         if self.admin.enabled {
             binds.push(("admin.bind", self.admin.bind));
         }
@@ -332,7 +340,11 @@ fn valid_peer(peer: &str) -> bool {
 }
 
 /// A required file setting: present, and an existing file.
-fn check_file(key: &'static str, path: Option<&Path>, why: &str) -> Result<(), ConfigError> {
+pub(super) fn check_file(
+    key: &'static str,
+    path: Option<&Path>,
+    why: &str,
+) -> Result<(), ConfigError> {
     match path {
         None => Err(ConfigError::Invalid {
             key,

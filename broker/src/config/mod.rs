@@ -8,7 +8,9 @@
 pub mod discovery;
 mod storage;
 pub use storage::{Durability, StorageConfig};
+mod edge;
 mod load;
+pub use edge::*;
 pub use load::*;
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,8 @@ pub struct Config {
     pub discovery: discovery::DiscoveryConfig,
     /// Durable state (off unless `dir` is set).
     pub storage: StorageConfig,
+    /// Overload protection: rates, timeouts, caps, the memory watermark.
+    pub limits: LimitsConfig,
 }
 
 /// Node identity.
@@ -55,6 +59,10 @@ pub struct ListenersConfig {
     pub tcp: TcpListenerConfig,
     /// MQTT over TLS.
     pub tls: TlsListenerConfig,
+    /// MQTT over WebSocket.
+    pub ws: WsListenerConfig,
+    /// MQTT over WebSocket over TLS.
+    pub wss: WssListenerConfig,
 }
 
 #[allow(clippy::derivable_impls)]
@@ -63,6 +71,8 @@ impl Default for ListenersConfig {
         ListenersConfig {
             tcp: TcpListenerConfig::default(),
             tls: TlsListenerConfig::default(),
+            ws: WsListenerConfig::default(),
+            wss: WssListenerConfig::default(),
         }
     }
 }
@@ -77,6 +87,10 @@ pub struct TcpListenerConfig {
     pub bind: SocketAddr,
     /// Connections beyond this are closed right after accept.
     pub max_connections: usize,
+    /// Expect a PROXY protocol (v1 or v2) header before anything else.
+    pub proxy_protocol: bool,
+    /// Take the client certificate CN from a v2 header's SSL TLV.
+    pub proxy_protocol_use_cn_as_username: bool,
 }
 
 impl Default for TcpListenerConfig {
@@ -85,6 +99,8 @@ impl Default for TcpListenerConfig {
             enabled: true,
             bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
             max_connections: 100_000,
+            proxy_protocol: false,
+            proxy_protocol_use_cn_as_username: false,
         }
     }
 }
@@ -107,6 +123,10 @@ pub struct TlsListenerConfig {
     pub ca: Option<PathBuf>,
     /// Require a client certificate signed by `ca`.
     pub require_client_cert: bool,
+    /// Expect a PROXY protocol (v1 or v2) header before the TLS handshake.
+    pub proxy_protocol: bool,
+    /// Take the client certificate CN from a v2 header's SSL TLV.
+    pub proxy_protocol_use_cn_as_username: bool,
 }
 
 impl Default for TlsListenerConfig {
@@ -119,6 +139,8 @@ impl Default for TlsListenerConfig {
             key: None,
             ca: None,
             require_client_cert: false,
+            proxy_protocol: false,
+            proxy_protocol_use_cn_as_username: false,
         }
     }
 }

@@ -1,14 +1,16 @@
 //! CONNECT → CONNACK: client-id rules, keep-alive limits, authentication,
 //! session expiry, and claiming the session. Pure decisions where possible.
 
-use super::ConnInfo;
+use super::{ConnInfo, FLUSH_TIMEOUT};
 use crate::auth::{AuthDecision, AuthRequest, Denied};
 use crate::broker::{Attached, Broker};
-use crate::codec::{reason, ConnAck, Connect, Properties, Protocol};
+use crate::codec::{self, reason, ConnAck, Connect, Packet, Properties, Protocol};
 use crate::config::Config;
 use crate::session::Will;
 use crate::trie::ClientId;
+use bytes::BytesMut;
 use std::sync::Arc;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// A refused CONNECT: the CONNACK code to send before closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,5 +347,62 @@ mod tests {
         c.properties.session_expiry_interval = Some(u32::MAX);
         cfg.mqtt.max_session_expiry = 100;
         assert_eq!(session_expiry(&c, &cfg), 100);
+    }
+}
+
+/// The protocol level byte of a partially read CONNECT, if it got that far.
+fn sniff_level(buf: &[u8]) -> Option<u8> {
+    // Fixed header: type byte, 1–4 length bytes; then the protocol name.
+    let mut i = 1;
+    while *buf.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let name_len = usize::from(u16::from_be_bytes([*buf.get(i + 1)?, *buf.get(i + 2)?]));
+    buf.get(i + 3 + name_len).copied()
+}
+
+/// The reaction to a first packet that cannot be accepted: an unknown
+/// protocol level gets a 3.1.1 CONNACK 0x01; a malformed 5.0 CONNECT gets a
+/// 5.0 CONNACK with the reason; anything else is simply closed.
+pub(super) async fn refuse_undecodable<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    rbuf: &[u8],
+    e: &codec::DecodeError,
+    broker: &Broker,
+) {
+    use codec::DecodeError as E;
+    broker.metrics().protocol_errors.inc();
+    broker.metrics().connections_refused.inc();
+    tracing::info!(error = %e, "first packet refused");
+    let (protocol, code) = match e {
+        E::UnsupportedProtocolLevel(_) => {
+            (Protocol::V311, reason::v3::UNACCEPTABLE_PROTOCOL_VERSION)
+        }
+        E::InvalidProtocolName | E::FirstPacketNotConnect => return,
+        E::Malformed("connection closed before CONNECT") => return,
+        _ if sniff_level(rbuf) == Some(5) => (Protocol::V5, e.reason_code()),
+        _ => return,
+    };
+    let ack = ConnAck {
+        session_present: false,
+        code,
+        properties: Properties::default(),
+    };
+    let mut w = BytesMut::new();
+    if codec::encode(&Packet::ConnAck(ack), protocol, &mut w).is_ok() {
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, io.write_all(&w)).await;
+    }
+}
+
+#[cfg(test)]
+mod sniff_tests {
+    use super::sniff_level;
+
+    #[test]
+    fn sniffs_the_protocol_level() {
+        let c = [0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02];
+        assert_eq!(sniff_level(&c), Some(5));
+        assert_eq!(sniff_level(&c[..5]), None);
+        assert_eq!(sniff_level(&[0x10, 0xff]), None);
     }
 }

@@ -140,11 +140,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     fn on_publish(&mut self, mut p: Publish) -> Result<Option<Pending>, Close> {
         self.broker.metrics().messages_in.inc();
+        self.account_publish(p.topic.len() + p.payload.len());
         let topic = self.resolve_topic(&mut p)?;
         if !topic::valid_topic_name(&topic) {
             return Err(Close::protocol(
                 reason::TOPIC_NAME_INVALID,
                 "invalid topic name",
+            ));
+        }
+        if self.too_deep(&topic) {
+            return Err(Close::protocol(
+                reason::TOPIC_NAME_INVALID,
+                "topic deeper than limits.max_topic_levels",
             ));
         }
         if p.retain && !self.broker.config().mqtt.retain_available {
@@ -299,9 +306,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for f in &s.filters {
-            if !topic::valid_topic_filter(&f.filter) {
+            if !topic::valid_topic_filter(&f.filter) || self.too_deep(&f.filter) {
                 reasons.push(if self.protocol.is_v5() {
                     reason::TOPIC_FILTER_INVALID
+                } else {
+                    0x80
+                });
+                continue;
+            }
+            if self.too_many_subscriptions(&f.filter) {
+                reasons.push(if self.protocol.is_v5() {
+                    reason::QUOTA_EXCEEDED
                 } else {
                     0x80
                 });
@@ -359,6 +374,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             self.broker.deliver(&self.client_id, d);
         }
         Ok(())
+    }
+
+    /// A name or filter with more levels than `limits.max_topic_levels`
+    /// (counted; the `$share/group/` prefix is not counted).
+    fn too_deep(&self, name: &str) -> bool {
+        let max = self.broker.config().limits.max_topic_levels;
+        let name = topic::parse_shared(name).map_or(name, |(_, f)| f);
+        let deep = max > 0 && name.split('/').count() > max;
+        if deep {
+            self.broker.metrics().edge.limit_rejections.inc();
+            tracing::info!(topic = %name, max, "topic too deep");
+        }
+        deep
+    }
+
+    /// A new filter for a session already at `limits.max_subscriptions_per_client`.
+    fn too_many_subscriptions(&self, filter: &str) -> bool {
+        let max = self.broker.config().limits.max_subscriptions_per_client;
+        if max == 0 {
+            return false;
+        }
+        let full = {
+            let st = self.cell.state.lock();
+            st.data.subscriptions.len() >= max && !st.data.subscriptions.contains_key(filter)
+        };
+        if full {
+            self.broker.metrics().edge.limit_rejections.inc();
+            tracing::info!(filter, max, "subscription limit reached");
+        }
+        full
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {

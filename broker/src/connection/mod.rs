@@ -6,6 +6,7 @@
 mod handshake;
 mod inbound;
 mod outbound;
+mod throttle;
 
 use crate::broker::{Broker, CloseKind, SessionCell};
 use crate::codec::{self, reason, ConnAck, Disconnect, Packet, Properties, Protocol};
@@ -26,14 +27,12 @@ use tracing::Instrument;
 pub struct ConnInfo {
     /// Remote address.
     pub peer: SocketAddr,
-    /// Listener name, for logs and metrics ("tcp", "tls").
+    /// Listener name, for logs and metrics ("tcp", "tls", "ws", "wss").
     pub listener: &'static str,
     /// Common name of a verified TLS client certificate.
     pub cert_cn: Option<String>,
 }
 
-/// A socket that sends no CONNECT within this time is closed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the final flush (DISCONNECT, CONNACK refusals).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Outgoing bytes gathered before a write; also bounds one round's work.
@@ -90,6 +89,8 @@ pub(crate) struct Conn<S> {
     pub out_aliases: HashMap<Arc<str>, u16>,
     pub in_aliases: HashMap<u16, Arc<str>>,
     read_hint: usize,
+    /// Publish rate, backpressure and slow-consumer state.
+    pub(crate) throttle: Box<throttle::Throttle>,
 }
 
 async fn run<S>(io: S, info: ConnInfo, broker: Arc<Broker>, shutdown: CancellationToken)
@@ -125,16 +126,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let max_in = broker.config().mqtt.max_packet_size as usize;
+    // `limits.connect_timeout_secs`: a socket that sends no CONNECT is closed.
+    let connect_timeout = Duration::from_secs(broker.config().limits.connect_timeout_secs);
     let mut rbuf = BytesMut::new();
     let (connect, read) = tokio::select! {
-        r = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut io, &mut rbuf, max_in)) => match r {
+        r = tokio::time::timeout(connect_timeout, read_connect(&mut io, &mut rbuf, max_in)) => match r {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                refuse_undecodable(&mut io, &rbuf, &e, &broker).await;
+                handshake::refuse_undecodable(&mut io, &rbuf, &e, &broker).await;
                 return None;
             }
             Err(_) => {
-                tracing::debug!("no CONNECT within {CONNECT_TIMEOUT:?}, closing");
+                tracing::debug!("no CONNECT within {connect_timeout:?}, closing");
                 return None;
             }
         },
@@ -142,7 +145,17 @@ where
     };
     broker.metrics().bytes_in.inc_by(read);
     let protocol = connect.protocol;
-    let accepted = match handshake::accept(connect, &info, &broker).await {
+    let accepted = match throttle::over_memory(&broker) {
+        true => {
+            broker.metrics().edge.memory_refused.inc();
+            Err(handshake::Refusal {
+                code: throttle::busy_code(protocol),
+                why: "memory watermark exceeded",
+            })
+        }
+        false => handshake::accept(connect, &info, &broker).await,
+    };
+    let accepted = match accepted {
         Ok(a) => a,
         Err(r) => {
             tracing::info!(code = r.code, why = r.why, "CONNECT refused");
@@ -184,6 +197,7 @@ where
         out_aliases: HashMap::new(),
         in_aliases: HashMap::new(),
         read_hint: READ_MIN,
+        throttle: throttle::Throttle::new(&broker.config().limits),
         broker,
     };
     if let Err(close) = conn.send(&Packet::ConnAck(accepted.connack)) {
@@ -218,50 +232,6 @@ async fn read_connect<S: AsyncRead + Unpin>(
     }
 }
 
-/// The protocol level byte of a partially read CONNECT, if it got that far.
-fn sniff_level(buf: &[u8]) -> Option<u8> {
-    // Fixed header: type byte, 1–4 length bytes; then the protocol name.
-    let mut i = 1;
-    while *buf.get(i)? & 0x80 != 0 {
-        i += 1;
-    }
-    let name_len = usize::from(u16::from_be_bytes([*buf.get(i + 1)?, *buf.get(i + 2)?]));
-    buf.get(i + 3 + name_len).copied()
-}
-
-/// The reaction to a first packet that cannot be accepted: an unknown
-/// protocol level gets a 3.1.1 CONNACK 0x01; a malformed 5.0 CONNECT gets a
-/// 5.0 CONNACK with the reason; anything else is simply closed.
-async fn refuse_undecodable<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    rbuf: &[u8],
-    e: &codec::DecodeError,
-    broker: &Broker,
-) {
-    use codec::DecodeError as E;
-    broker.metrics().protocol_errors.inc();
-    broker.metrics().connections_refused.inc();
-    tracing::info!(error = %e, "first packet refused");
-    let (protocol, code) = match e {
-        E::UnsupportedProtocolLevel(_) => {
-            (Protocol::V311, reason::v3::UNACCEPTABLE_PROTOCOL_VERSION)
-        }
-        E::InvalidProtocolName | E::FirstPacketNotConnect => return,
-        E::Malformed("connection closed before CONNECT") => return,
-        _ if sniff_level(rbuf) == Some(5) => (Protocol::V5, e.reason_code()),
-        _ => return,
-    };
-    let ack = ConnAck {
-        session_present: false,
-        code,
-        properties: Properties::default(),
-    };
-    let mut w = BytesMut::new();
-    if codec::encode(&Packet::ConnAck(ack), protocol, &mut w).is_ok() {
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, io.write_all(&w)).await;
-    }
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// Encodes `p` into the write buffer.
     pub(crate) fn send(&mut self, p: &Packet) -> Result<(), Close> {
@@ -284,8 +254,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         tokio::pin!(ka_sleep);
         loop {
             let more = self.fill_wbuf();
+            let stall = match self.stall_check(!self.wbuf.is_empty()) {
+                Ok(s) => s,
+                Err(close) => return close,
+            };
             if !self.wbuf.is_empty() {
+                let slow = self.slow_timeout();
                 tokio::select! {
+                    // Biased so that a write that completes at once never
+                    // arms the slow-consumer timer.
+                    biased;
                     r = self.io.write_all(&self.wbuf) => match r {
                         Ok(()) => {
                             self.broker.metrics().bytes_out.inc_by(self.wbuf.len() as u64);
@@ -298,16 +276,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     },
                     _ = kicked.cancelled() => return taken_over(),
                     _ = shutdown.cancelled() => return shutting_down(),
+                    // A client that takes nothing for this long is not reading.
+                    _ = tokio::time::sleep(slow) => return throttle::slow_consumer(),
                 }
             }
             if self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
                 self.rbuf.reserve(self.read_hint);
             }
+            let hold = self.read_hold();
+            if hold.is_none() && std::mem::take(&mut self.throttle.backlog) {
+                // Input held back by the publish rate comes before new reads.
+                if let Err(close) = self.process_all_input().await {
+                    return close;
+                }
+                continue;
+            }
+            let wake = match (hold, stall) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return shutting_down(),
                 _ = kicked.cancelled() => return taken_over(),
-                r = self.io.read_buf(&mut self.rbuf) => match r {
+                r = self.io.read_buf(&mut self.rbuf), if hold.is_none() => match r {
                     Ok(0) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "closed by client" },
                     Ok(n) => {
                         self.broker.metrics().bytes_in.inc_by(n as u64);
@@ -325,7 +317,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     }
                     Err(_) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "read failed" },
                 },
-                _ = &mut ka_sleep => return Close { kind: CloseKind::Abnormal, disconnect: Some(reason::KEEP_ALIVE_TIMEOUT), why: "keep-alive timeout" },
+                _ = &mut ka_sleep => match (hold, ka) {
+                    // Not reading on purpose: the client is not to blame.
+                    (Some(_), Some(ka)) => ka_sleep.as_mut().reset(Instant::now() + ka),
+                    _ => return Close { kind: CloseKind::Abnormal, disconnect: Some(reason::KEEP_ALIVE_TIMEOUT), why: "keep-alive timeout" },
+                },
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
                 _ = self.cell.notify.notified() => {}
                 _ = std::future::ready(()), if more => {}
             }
@@ -337,6 +334,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// Synchronous, so that decoded packets never live in the task's future.
     fn process_input(&mut self) -> Result<Option<inbound::Pending>, Close> {
         loop {
+            if self.rate_paused() {
+                return Ok(None);
+            }
             match codec::decode(&mut self.rbuf, Some(self.protocol), self.max_in_packet) {
                 Ok(Some(p)) => {
                     if let Some(pending) = self.handle(p)? {
@@ -355,11 +355,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     /// Processes input, waiting on remote acknowledgements in order.
     async fn process_all_input(&mut self) -> Result<(), Close> {
-        while let Some(mut pending) = self.process_input()? {
+        loop {
+            crate::limits::clear_full();
+            let processed = self.process_input();
+            // Before any await: the publish path's notes are thread-local.
+            self.collect_full();
+            let Some(mut pending) = processed? else {
+                return Ok(());
+            };
             (&mut pending.remote).await;
             self.send(&pending.ack())?;
         }
-        Ok(())
     }
 
     /// Ends the connection: a last DISCONNECT (5.0), a bounded flush, and
@@ -394,6 +400,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let will = self.will.take();
         self.broker
             .detach(&self.cell, self.owner_id, close.kind, will);
+        if close.disconnect == Some(reason::QUOTA_EXCEEDED) {
+            self.trim_offline_queue();
+        }
     }
 }
 
@@ -413,18 +422,6 @@ fn shutting_down() -> Close {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::sniff_level;
-
-    #[test]
-    fn sniffs_the_protocol_level() {
-        let c = [0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02];
-        assert_eq!(sniff_level(&c), Some(5));
-        assert_eq!(sniff_level(&c[..5]), None);
-        assert_eq!(sniff_level(&[0x10, 0xff]), None);
-    }
-}
 #[cfg(test)]
 mod size_guard {
     /// An idle connection's memory is dominated by its task's future: keep

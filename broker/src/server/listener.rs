@@ -3,6 +3,7 @@
 
 use crate::admin::Health;
 use crate::connection::ConnInfo;
+use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use std::future::Future;
 use std::io;
@@ -16,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// A TLS client must finish its handshake within this time.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,7 +43,7 @@ pub(crate) trait Handler: Clone + Send + Sync + 'static {
 
 /// Everything an accept loop and its connection tasks share.
 pub(crate) struct Listener<H> {
-    /// "tcp" or "tls", for logs, [`ConnInfo`] and `/health`.
+    /// "tcp", "tls", "ws" or "wss", for logs, [`ConnInfo`] and `/health`.
     pub name: &'static str,
     /// Present for the TLS listener.
     pub tls: Option<TlsAcceptor>,
@@ -60,6 +61,39 @@ pub(crate) struct Listener<H> {
     pub shutdown: CancellationToken,
     /// Cancelled when the grace period is over: drop connection tasks.
     pub kill: CancellationToken,
+    /// WebSocket, PROXY protocol and connect-rate settings.
+    pub edge: Edge,
+}
+
+/// What a listener does between accept and MQTT besides TLS: a PROXY
+/// header, a WebSocket upgrade, and a connect-rate cap.
+#[derive(Debug, Clone)]
+pub(crate) struct Edge {
+    /// Upgrade to WebSocket on this path (after TLS, if any).
+    pub ws_path: Option<Arc<str>>,
+    /// Largest WebSocket frame or message.
+    pub ws_max_message: usize,
+    /// Expect a PROXY protocol header first.
+    pub proxy: bool,
+    /// Take a v2 SSL TLV's CN as the certificate CN.
+    pub proxy_use_cn: bool,
+    /// The PROXY header must arrive within this time.
+    pub proxy_timeout: Duration,
+    /// New connections per second (0: no cap) and the burst allowed.
+    pub connect_rate: (u32, u32),
+}
+
+impl Default for Edge {
+    fn default() -> Self {
+        Edge {
+            ws_path: None,
+            ws_max_message: 1024 * 1024,
+            proxy: false,
+            proxy_use_cn: false,
+            proxy_timeout: Duration::from_secs(5),
+            connect_rate: (0, 1),
+        }
+    }
 }
 
 /// Logs at most once per second, counting what it held back.
@@ -110,6 +144,15 @@ impl<H: Handler> Listener<H> {
         let permits = self.max_connections.min(Semaphore::MAX_PERMITS);
         let limit = Arc::new(Semaphore::new(permits));
         let (mut full_log, mut error_log) = (LogLimit::default(), LogLimit::default());
+        let mut rate_log = LogLimit::default();
+        let (rate, burst) = self.edge.connect_rate;
+        let mut bucket = (rate > 0).then(|| {
+            TokenBucket::new(
+                f64::from(rate),
+                f64::from(burst.max(1)),
+                tokio::time::Instant::now(),
+            )
+        });
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -133,6 +176,17 @@ impl<H: Handler> Listener<H> {
                     }
                 }
             };
+            if let Some(b) = &mut bucket {
+                if !b.try_take(tokio::time::Instant::now()) {
+                    self.metrics.edge.connect_rate_refused.inc();
+                    if let Some(suppressed) = rate_log.allow() {
+                        warn!(listener = self.name, %peer, rate, suppressed,
+                            "connect rate exceeded; closing connection");
+                    }
+                    drop(stream);
+                    continue;
+                }
+            }
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 // Over the cap: dropping the stream closes it at once.
                 self.metrics.connections_refused.inc();
@@ -165,15 +219,47 @@ impl<H: Handler> Listener<H> {
         }
     }
 
-    async fn serve(&self, stream: TcpStream, peer: SocketAddr) {
+    async fn serve(&self, mut stream: TcpStream, mut peer: SocketAddr) {
         let token = self.shutdown.child_token();
+        let mut proxy_cn = None;
+        if self.edge.proxy {
+            let read = crate::proxy::read_header(&mut stream);
+            let header = tokio::select! {
+                _ = token.cancelled() => return,
+                r = Box::pin(tokio::time::timeout(self.edge.proxy_timeout, read)) => r,
+            };
+            match header {
+                Ok(Ok(h)) => {
+                    if let Some(source) = h.source {
+                        debug!(listener = self.name, proxy = %peer, client = %source, "PROXY header");
+                        peer = source;
+                    }
+                    if self.edge.proxy_use_cn {
+                        proxy_cn = h.cert_cn;
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.metrics.edge.proxy_errors.inc();
+                    info!(listener = self.name, %peer, error = %e, "PROXY header refused; closing");
+                    return;
+                }
+                Err(_) => {
+                    self.metrics.edge.proxy_errors.inc();
+                    info!(listener = self.name, %peer, "no PROXY header in time; closing");
+                    return;
+                }
+            }
+        }
         let info = |cert_cn| ConnInfo {
             peer,
             listener: self.name,
             cert_cn,
         };
         let Some(acceptor) = &self.tls else {
-            return self.handler.handle(stream, info(None), token).await;
+            if self.edge.ws_path.is_some() {
+                return Box::pin(self.upgrade(stream, info(proxy_cn), token)).await;
+            }
+            return self.handler.handle(stream, info(proxy_cn), token).await;
         };
         // Boxed so that plain-TCP connection tasks do not carry the size of
         // the TLS state machines: it keeps idle connections small.
@@ -183,11 +269,39 @@ impl<H: Handler> Listener<H> {
         };
         match handshake {
             Ok(Ok(tls)) => {
-                let cn = crate::tls::peer_common_name(tls.get_ref().1);
-                Box::pin(self.handler.handle(tls, info(cn), token)).await;
+                let cn = crate::tls::peer_common_name(tls.get_ref().1).or(proxy_cn);
+                if self.edge.ws_path.is_some() {
+                    Box::pin(self.upgrade(tls, info(cn), token)).await;
+                } else {
+                    Box::pin(self.handler.handle(tls, info(cn), token)).await;
+                }
             }
             Ok(Err(e)) => debug!(listener = self.name, %peer, error = %e, "TLS handshake failed"),
             Err(_) => debug!(listener = self.name, %peer, "TLS handshake timed out"),
+        }
+    }
+
+    /// The WebSocket upgrade, then the handler over the message stream.
+    async fn upgrade<S>(&self, stream: S, info: ConnInfo, token: CancellationToken)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let path = self.edge.ws_path.as_deref().unwrap_or("/");
+        let errors = self.metrics.edge.ws_errors.clone();
+        let accept = crate::ws::accept(stream, path, self.edge.ws_max_message, errors);
+        let upgraded = tokio::select! {
+            _ = token.cancelled() => return,
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept) => r,
+        };
+        match upgraded {
+            Ok(Ok(ws)) => self.handler.handle(ws, info, token).await,
+            Ok(Err(e)) => {
+                self.metrics.edge.ws_errors.inc();
+                info!(listener = self.name, peer = %info.peer, error = %e, "WebSocket upgrade refused");
+            }
+            Err(_) => {
+                debug!(listener = self.name, peer = %info.peer, "WebSocket upgrade timed out")
+            }
         }
     }
 }

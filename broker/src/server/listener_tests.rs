@@ -75,6 +75,7 @@ async fn start(tls: Option<TlsAcceptor>, max_connections: usize, obey_shutdown: 
         tracker: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         kill: CancellationToken::new(),
+        edge: Default::default(),
     };
     let (metrics, health, tracker) = (
         listener.metrics.clone(),
