@@ -30,6 +30,7 @@ pub mod retained;
 pub mod routes;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod tls;
 pub mod topic;
 pub mod trie;

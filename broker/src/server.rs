@@ -49,6 +49,10 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The data directory could not be opened or read: the node refuses to
+    /// start rather than start without the state it had.
+    #[error("cannot open the durable store (storage.dir)")]
+    Store(#[from] crate::store::StoreError),
     /// A listener task panicked.
     #[error("the {task} task failed")]
     Task {
@@ -160,6 +164,7 @@ impl Server {
         config.validate()?;
         // Password and ACL files are read before anything binds, too.
         let (authn, authz) = crate::auth::from_config(&config.auth)?;
+        let store = crate::store::open(&config.storage, &config.node_name())?;
         let (tcp_cfg, tls_cfg) = (&config.listeners.tcp, &config.listeners.tls);
         let (ws_cfg, wss_cfg) = (&config.listeners.ws, &config.listeners.wss);
         let acceptor = match tls_cfg.enabled {
@@ -200,7 +205,22 @@ impl Server {
 
         let metrics = Metrics::default();
         let config = Arc::new(config);
-        let broker = Broker::with_parts(config.clone(), metrics.clone(), authn, authz);
+        let broker = match store {
+            Some((store, loaded)) => {
+                let broker =
+                    Broker::with_store(config.clone(), metrics.clone(), authn, authz, store);
+                let r = broker.restore(loaded);
+                info!(
+                    sessions = r.sessions,
+                    messages = r.messages,
+                    retained = r.retained,
+                    expired = r.expired,
+                    "durable state restored"
+                );
+                broker
+            }
+            None => Broker::with_parts(config.clone(), metrics.clone(), authn, authz),
+        };
         attach(&broker);
         let health = Health::default();
         let shutdown = CancellationToken::new();

@@ -2,6 +2,7 @@
 //! rumqttc clients, bounded waits, and a tiny HTTP client for the admin API.
 #![allow(dead_code)]
 
+pub mod node;
 pub mod raw;
 
 use std::future::Future;

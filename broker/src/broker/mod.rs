@@ -12,6 +12,8 @@ use crate::metrics::Metrics;
 use crate::retained::RetainedStore;
 use crate::routes::{LocalOnly, RemoteRoutes};
 use crate::session::{now_ms, Message, SessionData, Will};
+use crate::store::track::Track;
+use crate::store::{NoStore, Store};
 use crate::trie::{ClientId, Matches, SubEntry, SubscriptionTable};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -25,7 +27,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 mod publish;
+mod restore;
 mod transfer;
+
+pub use restore::Restored;
 
 use transfer::housekeeping;
 
@@ -50,6 +55,8 @@ pub(crate) struct SessionState {
     pub offline_since: Option<u64>,
     /// When the current connection attached (ms since epoch).
     pub connected_at: u64,
+    /// What of the session is in the durable store (`None`: no store).
+    pub(crate) track: Option<Box<Track>>,
 }
 
 pub(crate) struct Owner {
@@ -59,10 +66,15 @@ pub(crate) struct Owner {
 }
 
 impl SessionCell {
-    fn new(data: SessionData) -> Arc<SessionCell> {
+    fn new(data: SessionData, store: &Arc<dyn Store>) -> Arc<SessionCell> {
+        SessionCell::with_track(Track::new(store, data.queue.len()), data)
+    }
+
+    pub(crate) fn with_track(track: Option<Box<Track>>, data: SessionData) -> Arc<SessionCell> {
         Arc::new(SessionCell {
             client_id: data.client_id.clone(),
             state: Mutex::new(SessionState {
+                track,
                 data,
                 owner: None,
                 ended: false,
@@ -132,6 +144,7 @@ pub struct Broker {
     pending_wills: DashMap<ClientId, CancellationToken>,
     shared_rr: DashMap<(Arc<str>, Arc<str>), AtomicUsize>,
     next_owner: AtomicU64,
+    store: Arc<dyn Store>,
 }
 
 impl Broker {
@@ -153,6 +166,18 @@ impl Broker {
         auth: Arc<dyn Authenticator>,
         authz: Arc<dyn Authorizer>,
     ) -> Arc<Broker> {
+        Broker::with_store(config, metrics, auth, authz, Arc::new(NoStore))
+    }
+
+    /// A broker writing its durable state to `store` (recovered state is
+    /// installed with [`restore`](Broker::restore) before clients are served).
+    pub fn with_store(
+        config: Arc<Config>,
+        metrics: Metrics,
+        auth: Arc<dyn Authenticator>,
+        authz: Arc<dyn Authorizer>,
+        store: Arc<dyn Store>,
+    ) -> Arc<Broker> {
         let broker = Arc::new(Broker {
             node: Arc::from(config.node_name()),
             config,
@@ -166,6 +191,7 @@ impl Broker {
             pending_wills: DashMap::new(),
             shared_rr: DashMap::new(),
             next_owner: AtomicU64::new(1),
+            store,
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(housekeeping(Arc::downgrade(&broker)));
@@ -181,6 +207,11 @@ impl Broker {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The durable store ([`NoStore`] unless `storage.dir` is set).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// The authenticator.
@@ -246,15 +277,17 @@ impl Broker {
                 if clean_start || st.ended {
                     st.ended = true;
                     self.drop_subscriptions(&mut st.data);
+                    st.save();
                     drop(st);
                     old.online.store(false, Ordering::Relaxed);
-                    let cell = SessionCell::new(SessionData::new(client_id.clone()));
+                    let cell = SessionCell::new(SessionData::new(client_id.clone()), &self.store);
                     e.insert(cell.clone());
                     (cell, false)
                 } else {
                     st.owner = Some(owner);
                     st.offline_since = None;
                     st.connected_at = now_ms();
+                    st.save();
                     drop(st);
                     old.online.store(true, Ordering::Relaxed);
                     return Attached {
@@ -266,7 +299,7 @@ impl Broker {
                 }
             }
             Entry::Vacant(v) => {
-                let cell = SessionCell::new(SessionData::new(client_id.clone()));
+                let cell = SessionCell::new(SessionData::new(client_id.clone()), &self.store);
                 v.insert(cell.clone());
                 self.metrics.sessions.inc();
                 (cell, false)
@@ -324,6 +357,7 @@ impl Broker {
             } else {
                 st.offline_since = Some(now_ms());
             }
+            st.save();
             (expiry, ended)
         };
         if ended
@@ -391,6 +425,7 @@ impl Broker {
         st.data
             .subscriptions
             .insert(filter.to_owned(), entry.clone());
+        st.save();
         let new = self.subs.subscribe(filter, &cell.client_id, entry);
         if new {
             self.metrics.subscriptions.inc();
@@ -406,6 +441,7 @@ impl Broker {
             return false;
         }
         let existed = st.data.subscriptions.remove(filter).is_some();
+        st.save();
         if self.subs.unsubscribe(filter, &cell.client_id) {
             self.metrics.subscriptions.dec();
             self.remote().route_removed(filter, &cell.client_id);

@@ -48,7 +48,7 @@ impl Broker {
                     n += usize::from(self.deliver_shared(&msg, group));
                 }
             }
-            (n, remote)
+            (n, self.durable_after(&msg, remote))
         })
     }
 
@@ -99,6 +99,9 @@ impl Broker {
         } else {
             msg.clone()
         };
+        // Tombstones are stored too: they stop stale snapshots resurrecting
+        // a deleted message after a restart as before it.
+        self.store.put_retained(&stored);
         self.retained.set(&msg.topic, stored);
         match (was_live, tombstone) {
             (false, false) => {
@@ -227,9 +230,7 @@ impl Broker {
         if full {
             limit = limit.saturating_add(self.config.limits.qos_queue_headroom);
         }
-        let outcome = st
-            .data
-            .enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
+        let outcome = st.enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
         drop(st);
         if full && outcome == Enqueued::Queued {
             crate::limits::note_full(&cell);

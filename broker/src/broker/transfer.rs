@@ -28,16 +28,18 @@ impl Broker {
             .iter()
             .map(|(f, e)| (f.clone(), e.clone()))
             .collect();
-        let cell = SessionCell::new(data);
-        if let Some(old) = self.sessions.insert(client.clone(), cell) {
+        let cell = SessionCell::new(data, &self.store);
+        if let Some(old) = self.sessions.insert(client.clone(), cell.clone()) {
             let mut st = old.state.lock();
             st.ended = true;
+            st.save();
             let mut old_data = std::mem::replace(&mut st.data, SessionData::new(client.clone()));
             drop(st);
             self.drop_subscriptions(&mut old_data);
         } else {
             self.metrics.sessions.inc();
         }
+        cell.state.lock().save();
         for (f, e) in filters {
             if topic::valid_topic_filter(&f) && self.subs.subscribe(&f, &client, e) {
                 self.metrics.subscriptions.inc();
@@ -65,6 +67,7 @@ impl Broker {
         st.ended = true;
         let data = keep.then(|| st.data.clone());
         self.drop_subscriptions(&mut st.data);
+        st.save();
         data
     }
 
@@ -132,6 +135,7 @@ impl Broker {
                 let mut st = cell.state.lock();
                 st.ended = true;
                 self.drop_subscriptions(&mut st.data);
+                st.save();
                 self.metrics.sessions.dec();
                 n += 1;
             }
@@ -143,10 +147,13 @@ impl Broker {
     pub fn expire_retained(&self, now: u64) -> usize {
         // Expired tombstones go too, but only live messages were counted.
         let mut live = 0;
-        let n = self.retained.retain_where(|_, m| {
+        let n = self.retained.retain_where(|topic, m| {
             let keep = !m.expired(now);
-            if !keep && !m.payload.is_empty() {
-                live += 1;
+            if !keep {
+                self.store.delete_retained(topic);
+                if !m.payload.is_empty() {
+                    live += 1;
+                }
             }
             keep
         });

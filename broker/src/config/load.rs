@@ -178,7 +178,11 @@ impl Config {
                       # Discovered peers are dialed on the port of cluster.bind.\n\
                       # [shutdown]: grace_period_secs bounds the drain (disconnect clients, hand\n\
                       #   sessions to peers, leave); server_reference, when set, sends 5.0 clients\n\
-                      #   DISCONNECT 0x9C \"use another server\" with that reference.\n\n";
+                      #   DISCONNECT 0x9C \"use another server\" with that reference.\n\
+                      #\n\
+                      # [storage]: durable state. storage.dir (unset: memory only) is the data\n\
+                      #   directory; durability = \"group\" | \"fsync\" | \"none\";\n\
+                      #   group_commit_ms: the group-commit interval. See README, Durable state.\n\n";
         match toml::to_string(&Config::default()) {
             Ok(body) => format!("{header}{}{body}", super::edge::EDGE_DOC),
             // Unreachable for the plain data in `Config`, but never panic.
@@ -189,6 +193,7 @@ impl Config {
     /// Checks the rules serde cannot express, before anything binds.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.discovery.validate()?;
+        self.storage.validate()?;
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
         let m = &self.mqtt;

@@ -6,6 +6,8 @@
 //! the `load` submodule.
 
 pub mod discovery;
+mod storage;
+pub use storage::{Durability, StorageConfig};
 mod edge;
 mod load;
 pub use edge::*;
@@ -35,6 +37,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Peer discovery.
     pub discovery: discovery::DiscoveryConfig,
+    /// Durable state (off unless `dir` is set).
+    pub storage: StorageConfig,
     /// Overload protection: rates, timeouts, caps, the memory watermark.
     pub limits: LimitsConfig,
 }

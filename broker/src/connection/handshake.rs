@@ -225,6 +225,7 @@ pub(crate) async fn accept(
         let mut st = attached.cell.state.lock();
         st.data.expiry_interval = expiry;
         st.data.will = will.clone();
+        st.save();
     }
     let mut props = Properties::default();
     if p.is_v5() {

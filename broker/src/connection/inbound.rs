@@ -54,13 +54,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         match p {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
-                if self.cell.state.lock().data.puback(a.pkid) {
+                if self.cell.state.lock().puback(a.pkid) {
                     self.cell.notify.notify_one();
                 }
                 Ok(None)
             }
             Packet::PubRec(a) => {
-                let outcome = self.cell.state.lock().data.pubrec(a.pkid, a.reason);
+                let outcome = self.cell.state.lock().pubrec(a.pkid, a.reason);
                 match outcome {
                     PubRecOutcome::Release => self.send(&Packet::PubRel(ack(a.pkid, 0)))?,
                     PubRecOutcome::Refused => self.cell.notify.notify_one(),
@@ -72,7 +72,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 Ok(None)
             }
             Packet::PubRel(a) => {
-                let known = self.cell.state.lock().data.incoming_qos2.remove(&a.pkid);
+                let known = {
+                    let mut st = self.cell.state.lock();
+                    let known = st.data.incoming_qos2.remove(&a.pkid);
+                    st.save();
+                    known
+                };
                 let code = if known {
                     0
                 } else {
@@ -82,7 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     .map(|()| None)
             }
             Packet::PubComp(a) => {
-                if self.cell.state.lock().data.pubcomp(a.pkid) {
+                if self.cell.state.lock().pubcomp(a.pkid) {
                     self.cell.notify.notify_one();
                 }
                 Ok(None)
@@ -188,7 +193,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 QoS::ExactlyOnce => {
                     if code == reason::SUCCESS {
                         // PUBREL will follow: remember the id as for any QoS 2 PUBLISH.
-                        self.cell.state.lock().data.incoming_qos2.insert(p.pkid);
+                        let mut st = self.cell.state.lock();
+                        st.data.incoming_qos2.insert(p.pkid);
+                        st.save();
                     }
                     self.send(&Packet::PubRec(ack(p.pkid, code))).map(|()| None)
                 }
@@ -235,7 +242,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                             "receive maximum exceeded",
                         ));
                     }
-                    st.data.incoming_qos2.insert(p.pkid)
+                    let fresh = st.data.incoming_qos2.insert(p.pkid);
+                    st.save();
+                    fresh
                 };
                 // A repeated PUBLISH before PUBREL is answered, never re-routed:
                 // that is what makes QoS 2 exactly once.

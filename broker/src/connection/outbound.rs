@@ -26,7 +26,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             {
                 let mut st = self.cell.state.lock();
                 while batch.len() < BATCH {
-                    match st.data.next_sendable(self.out_window, now, &mut expired) {
+                    match st.next_sendable(self.out_window, now, &mut expired) {
                         Some(x) => batch.push(x),
                         None => break,
                     }
@@ -55,7 +55,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             // Not readable by this client (e.g. a retained message under a
             // wider filter than its ACL allows): dropped as if delivered.
             if pkid != 0 {
-                self.cell.state.lock().data.abandon(pkid);
+                self.cell.state.lock().abandon(pkid);
             }
             return;
         }
@@ -87,7 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             }
             tracing::debug!(topic = %d.msg.topic, "message larger than the client's maximum packet size, dropped");
             if pkid != 0 {
-                self.cell.state.lock().data.abandon(pkid);
+                self.cell.state.lock().abandon(pkid);
             }
             return;
         }
