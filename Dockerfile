@@ -40,14 +40,20 @@ RUN find . -name '*.rs' -not -path './target/*' -exec touch {} + \
 # glibc + libgcc_s, no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/tern /usr/local/bin/tern
-# The data directory (a volume on Kubernetes), owned by the runtime user.
+# The data directory, owned by the runtime user: durable by default
+# (sessions, queues and retained messages survive a restart). A volume, so
+# that `docker run -v tern-data:/var/lib/tern` keeps it across containers;
+# `-e TERN_STORAGE__DIR=` (empty) keeps everything in memory instead.
 COPY --from=build --chown=10000:10000 /out/data /var/lib/tern
+VOLUME ["/var/lib/tern"]
 # Listeners on every interface (the embedded defaults, spelled out so
 # `docker inspect` shows them). Authentication, TLS and clustering are left
 # to the deployment (the Helm chart sets them).
 ENV TERN_LISTENERS__TCP__BIND=0.0.0.0:1883 \
     TERN_LISTENERS__TLS__BIND=0.0.0.0:8883 \
     TERN_ADMIN__BIND=0.0.0.0:8888 \
+    TERN_STORAGE__DIR=/var/lib/tern \
+    TERN_AUTH__ALLOW_ANONYMOUS=false \
     RUST_LOG=info
 # 1883 MQTT, 8883 MQTT over TLS, 8888 admin HTTP (health, readiness,
 # metrics, API), 44053 cluster mesh.

@@ -6,6 +6,7 @@
 //! admin` talks to a running node (`admin_cli`).
 
 mod admin_cli;
+mod log_control;
 mod mesh;
 mod passwd_cli;
 
@@ -21,7 +22,6 @@ use tern_broker::server::{Server, ServerError};
 use tern_cluster::{Cluster, ClusterOptions, TcpTransport};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Exit code for configuration errors (bad file, key, value or TLS files).
 const EXIT_CONFIG: u8 = 2;
@@ -55,6 +55,8 @@ struct Args {
 enum Command {
     /// Talk to a running node's admin API.
     Admin {
+        #[command(flatten)]
+        conn: AdminConn,
         #[command(subcommand)]
         what: AdminCommand,
     },
@@ -83,31 +85,282 @@ enum AdminCommand {
     /// Cluster membership.
     Cluster {
         #[command(subcommand)]
-        what: ClusterCommand,
+        what: ShowOnly,
+    },
+    /// Sessions on every node.
+    Session {
+        #[command(subcommand)]
+        what: SessionCommand,
+    },
+    /// Subscriptions on every node.
+    Subscription {
+        #[command(subcommand)]
+        what: SubscriptionCommand,
+    },
+    /// Retained messages.
+    Retain {
+        #[command(subcommand)]
+        what: RetainCommand,
+    },
+    /// Client listeners on every node.
+    Listener {
+        #[command(subcommand)]
+        what: ShowOnly,
+    },
+    /// Change runtime settings on every node: `set mqtt.max_inflight=10 …`.
+    Set {
+        /// `key=value` pairs.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Show the log filter, or set it (`info`, `tern_broker=debug,info`).
+    LogLevel {
+        /// The new filter directive.
+        directive: Option<String>,
+    },
+    /// This node's Prometheus metrics as a table.
+    Metrics {
+        #[command(subcommand)]
+        what: MetricsCommand,
+    },
+}
+
+/// Where `tern admin` connects and how it prints.
+#[derive(Debug, clap::Args)]
+struct AdminConn {
+    /// Admin API of the node to ask.
+    #[arg(
+        long,
+        global = true,
+        env = "TERN_ADMIN_URL",
+        default_value = "http://127.0.0.1:8888"
+    )]
+    url: String,
+    /// API key (scope `mgmt`; `metrics` for `metrics show`).
+    #[arg(
+        long,
+        global = true,
+        env = "TERN_ADMIN_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// File holding the API key (a bare key, or `KEY SCOPE…` lines).
+    #[arg(long, global = true, env = "TERN_ADMIN_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
+    /// Print the raw JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ShowOnly {
+    /// Show every entry.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCommand {
+    /// List sessions (online and offline) on every node.
+    Show {
+        /// Only this client id.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Only sessions of this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only sessions on this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// Only online sessions.
+        #[arg(long, conflicts_with = "offline")]
+        online: bool,
+        /// Only offline sessions.
+        #[arg(long)]
+        offline: bool,
+        /// At most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Disconnect a client wherever it is connected.
+    Disconnect {
+        /// The client id.
+        #[arg(long)]
+        client_id: String,
+        /// Delete the session (and its queue) too.
+        #[arg(long)]
+        cleanup: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
-enum ClusterCommand {
-    /// Show this node and its peers (Node | State | Incarnation | Since | RTT).
+enum SubscriptionCommand {
+    /// List subscriptions on every node.
     Show {
-        /// Admin API of the node to ask.
-        #[arg(long, default_value = "http://127.0.0.1:8888")]
-        url: String,
-        /// Print the raw JSON.
+        /// Only this client id.
         #[arg(long)]
-        json: bool,
+        client_id: Option<String>,
+        /// Only filters containing this text.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only subscriptions on this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// At most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
     },
 }
 
-async fn run_command(command: Command) -> ExitCode {
-    let (url, json) = match command {
-        Command::Admin {
+#[derive(Debug, Subcommand)]
+enum RetainCommand {
+    /// List retained messages matching an MQTT filter.
+    Show {
+        /// MQTT topic filter (default `#`).
+        #[arg(long)]
+        topic: Option<String>,
+        /// At most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Delete the retained message on a topic, cluster-wide.
+    Delete {
+        /// The exact topic.
+        #[arg(long)]
+        topic: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MetricsCommand {
+    /// Scrape `/metrics` and print name, labels and value.
+    Show {
+        /// Only metrics whose name contains this text.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+/// The endpoint and key `tern admin` uses.
+fn endpoint(conn: &AdminConn) -> anyhow::Result<admin_cli::Endpoint> {
+    let api_key = match (&conn.api_key, &conn.api_key_file) {
+        (Some(k), _) => Some(k.trim().to_string()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let key = admin_cli::key_from_file(&text)
+                .ok_or_else(|| anyhow::anyhow!("{} holds no key", path.display()))?;
+            Some(key)
+        }
+        (None, None) => None,
+    };
+    Ok(admin_cli::Endpoint {
+        url: conn.url.clone(),
+        api_key,
+    })
+}
+
+/// Runs one `tern admin` command; returns what to print.
+async fn admin(conn: AdminConn, what: AdminCommand) -> anyhow::Result<String> {
+    use admin_cli::{query, show};
+    let ep = endpoint(&conn)?;
+    let json = conn.json;
+    match what {
+        AdminCommand::Cluster { .. } => admin_cli::cluster_show(&ep, json).await,
+        AdminCommand::Session {
             what:
-                AdminCommand::Cluster {
-                    what: ClusterCommand::Show { url, json },
+                SessionCommand::Show {
+                    client_id,
+                    user,
+                    node,
+                    online,
+                    offline,
+                    limit,
                 },
-        } => (url, json),
+        } => {
+            let online = (online || offline).then(|| online.to_string());
+            let q = query(&[
+                ("client_id", client_id),
+                ("user", user),
+                ("node", node),
+                ("online", online),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
+            let path = format!("/api/v1/session/show{q}");
+            show(&ep, &path, admin_cli::SESSION_COLUMNS, json).await
+        }
+        AdminCommand::Session {
+            what: SessionCommand::Disconnect { client_id, cleanup },
+        } => {
+            let q = query(&[
+                ("client_id", Some(client_id)),
+                ("cleanup", Some(cleanup.to_string())),
+            ]);
+            let path = format!("/api/v1/session/disconnect{q}");
+            admin_cli::post(&ep, &path, json, admin_cli::disconnected).await
+        }
+        AdminCommand::Subscription {
+            what:
+                SubscriptionCommand::Show {
+                    client_id,
+                    topic,
+                    node,
+                    limit,
+                },
+        } => {
+            let q = query(&[
+                ("client_id", client_id),
+                ("topic", topic),
+                ("node", node),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
+            let path = format!("/api/v1/subscription/show{q}");
+            show(&ep, &path, admin_cli::SUBSCRIPTION_COLUMNS, json).await
+        }
+        AdminCommand::Retain {
+            what: RetainCommand::Show { topic, limit },
+        } => {
+            let q = query(&[("topic", topic), ("limit", limit.map(|l| l.to_string()))]);
+            let path = format!("/api/v1/retain/show{q}");
+            show(&ep, &path, admin_cli::RETAIN_COLUMNS, json).await
+        }
+        AdminCommand::Retain {
+            what: RetainCommand::Delete { topic },
+        } => {
+            let path = format!("/api/v1/retain/delete{}", query(&[("topic", Some(topic))]));
+            admin_cli::post(&ep, &path, json, admin_cli::retain_deleted).await
+        }
+        AdminCommand::Listener { .. } => {
+            show(
+                &ep,
+                "/api/v1/listener/show",
+                admin_cli::LISTENER_COLUMNS,
+                json,
+            )
+            .await
+        }
+        AdminCommand::Set { settings } => {
+            let mut pairs = Vec::new();
+            for s in &settings {
+                let (k, v) = s
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("{s:?} is not key=value"))?;
+                pairs.push(format!("{}={}", admin_cli::encode(k), admin_cli::encode(v)));
+            }
+            let path = format!("/api/v1/set?{}", pairs.join("&"));
+            admin_cli::post(&ep, &path, json, admin_cli::applied).await
+        }
+        AdminCommand::LogLevel { directive } => {
+            admin_cli::log_level(&ep, directive.as_deref(), json).await
+        }
+        AdminCommand::Metrics {
+            what: MetricsCommand::Show { name },
+        } => admin_cli::metrics_show(&ep, name.as_deref(), json).await,
+    }
+}
+
+async fn run_command(command: Command) -> ExitCode {
+    let (conn, what) = match command {
+        Command::Admin { conn, what } => (conn, what),
         Command::Passwd {
             create,
             batch,
@@ -131,7 +384,7 @@ async fn run_command(command: Command) -> ExitCode {
             });
         }
     };
-    match admin_cli::cluster_show(&url, json).await {
+    match admin(conn, what).await {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
@@ -223,11 +476,7 @@ async fn main() -> ExitCode {
         print!("{}", Config::default_toml());
         return ExitCode::SUCCESS;
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let log = log_control::install();
 
     let config = match Config::load(args.config.as_deref(), &ProcessEnv) {
         Ok(config) => config,
@@ -270,7 +519,7 @@ async fn main() -> ExitCode {
             Err(e) => return fail(EXIT_CONFIG, "configuration error", &e),
         }
     }
-    let mut server = match Server::start_full(config, readiness, |broker| {
+    let mut server = match Server::start_logged(config, readiness, Some(log), |broker| {
         if let Some(c) = &cluster {
             c.attach(broker);
         }

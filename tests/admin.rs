@@ -125,3 +125,46 @@ async fn metrics_counters_move() {
     .await;
     until_metric(a, "tern_sessions", "clean session removed", |v| v == 1.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_listener_health_and_node_label_over_http() {
+    let s = start().await;
+    let a = s.admin();
+    let _client = v4_client(s.addr, &uid("status"), |_| {}).await;
+    let status = || async move {
+        let (code, body) = http_get(a, "/status.json").await;
+        assert_eq!(code, 200, "GET /status.json: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("status.json is JSON")
+    };
+    wait_until(T, "status.json shows the connection", || async move {
+        status().await["nodes"][0]["stats"]["connections"] == 1
+    })
+    .await;
+    let v = status().await;
+    assert_eq!(v["node"], "test");
+    assert_eq!(v["nodes"][0]["name"], "test");
+    assert_eq!(v["nodes"][0]["state"], "up");
+    assert_eq!(v["nodes"][0]["stats"]["sessions_online"], 1);
+    assert_eq!(v["totals"]["nodes_up"], 1);
+    assert_eq!(v["listeners"][0]["name"], "tcp");
+
+    let (code, body) = http_get(a, "/health/listeners").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body,
+        r#"{"listeners":[{"name":"tcp","state":"up"}],"status":"ok"}"#
+    );
+
+    let (code, html) = http_get(a, "/status").await;
+    assert_eq!(code, 200);
+    assert!(
+        html.contains(r#"<tr class="node local" data-name="test">"#),
+        "{html}"
+    );
+
+    let (_, metrics) = http_get(a, "/metrics").await;
+    assert!(
+        metrics.contains(r#"tern_connections{node="test"} 1"#),
+        "{metrics}"
+    );
+}

@@ -215,6 +215,74 @@ async fn patterns_use_client_id_and_user_name() {
     );
 }
 
+/// A server whose ACL grants each client its own address's subtree.
+async fn address_acl(proxy: bool) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "pattern readwrite sites/%a/#\n").expect("write acl");
+    let s = start_with(move |c| {
+        c.auth.acl_file = Some(acl);
+        c.listeners.tcp.proxy_protocol = proxy;
+    })
+    .await;
+    (s, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_pattern_matches_the_socket_peer() {
+    let (s, _dir) = address_acl(false).await;
+    for v5 in [true, false] {
+        let id = uid("site");
+        let c = if v5 {
+            Connect::v5(&id)
+        } else {
+            Connect::v4(&id)
+        };
+        let mut c = Raw::connect_ok(s.addr, c).await.0;
+        let refused = if v5 { 0x87 } else { 0x80 };
+        let codes = c
+            .subscribe_with(
+                &[("sites/127.0.0.1/#", 1), ("sites/192.0.2.1/#", 1)],
+                common::raw::Props::new(),
+            )
+            .await;
+        assert_eq!(codes, vec![1, refused], "only its own address");
+        let other = c
+            .publish_msg(Publish::new("sites/192.0.2.1/t", b"no").qos(1))
+            .await;
+        assert_eq!(other, if v5 { 0x87 } else { 0 }, "another address");
+        c.publish("sites/127.0.0.1/t", b"mine", 1).await;
+        assert_eq!(c.next_publish().await.payload, b"mine");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_pattern_matches_the_proxy_protocol_source() {
+    let (s, _dir) = address_acl(true).await;
+    let forwarded = "198.51.100.9:5555".parse().expect("addr");
+    let mut c = Raw::tcp(s.addr).await;
+    c.send(&proxy_v2_header(forwarded)).await;
+    assert_eq!(c.handshake(Connect::v5(&uid("pp"))).await.code, 0);
+    let codes = c
+        .subscribe_with(
+            &[("sites/198.51.100.9/#", 1), ("sites/127.0.0.1/#", 1)],
+            common::raw::Props::new(),
+        )
+        .await;
+    assert_eq!(
+        codes,
+        vec![1, 0x87],
+        "the forwarded address counts, not the proxy's (the socket peer)"
+    );
+    assert_eq!(
+        c.publish_msg(Publish::new("sites/127.0.0.1/t", b"x").qos(1))
+            .await,
+        0x87
+    );
+    c.publish("sites/198.51.100.9/t", b"via-proxy", 1).await;
+    assert_eq!(c.next_publish().await.payload, b"via-proxy");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_messages_obey_read_rules() {
     let f = files();

@@ -9,10 +9,12 @@
 //! - [`routes`]: the seam where the cluster plugs in remote routes.
 //! - [`broker`]: the node's shared state and the publish path (local match + remote routes).
 //! - [`connection`]: the per-connection protocol loop.
-//! - [`auth`]: the authentication seam.
+//! - [`auth`]: authentication and authorization: password and ACL files, webhooks.
 //! - [`server`]: listeners (TCP, TLS, WebSocket), admin HTTP, shutdown tree.
 //! - [`ws`], [`proxy`]: MQTT over WebSocket frames; PROXY protocol v1/v2 headers.
 //! - [`limits`]: overload protection (token buckets, memory watermark, backpressure).
+//! - [`admin`], [`knobs`]: the admin HTTP API (management answered cluster-wide, API
+//!   keys) and the runtime settings it may change.
 //! - [`config`], [`metrics`]: configuration tree and Prometheus metrics.
 
 #![warn(missing_docs)]
@@ -23,6 +25,7 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod knobs;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

@@ -1,11 +1,16 @@
 //! Broker metrics, registered with `prometheus-client` and rendered as
 //! Prometheus text by the admin listener. Counters are atomics: cheap on
-//! the publish path.
+//! the publish path. Every series carries a `node` label (the node's name),
+//! so the series of a cluster's nodes stay apart wherever they are merged.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Every broker metric. Cloning shares the underlying atomics.
 #[derive(Clone, Default)]
@@ -42,6 +47,43 @@ pub struct Metrics {
     pub cluster: ClusterMetrics,
     /// Overload protection and the edge (WebSocket, PROXY protocol).
     pub edge: EdgeMetrics,
+    /// The `node` label's value; `None` renders without it (unit tests).
+    node: Option<Arc<str>>,
+    /// Authentication and authorization webhooks, by hook.
+    pub webhooks: WebhookMetrics,
+}
+
+/// The label of webhook metrics: `hook="auth_on_register"` and so on.
+pub type HookLabel = [(&'static str, &'static str); 1];
+
+/// Webhook metrics, labelled by hook.
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    /// HTTP calls made.
+    pub calls: Family<HookLabel, Counter>,
+    /// Calls that failed: timeout, connection error, non-200, bad answer.
+    pub failures: Family<HookLabel, Counter>,
+    /// Decisions answered from the cache.
+    pub cache_hits: Family<HookLabel, Counter>,
+    /// Requests refused by a webhook's answer or by a failure (fail closed).
+    pub denials: Family<HookLabel, Counter>,
+    /// Call latency, seconds (failures included).
+    pub latency: Family<HookLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Default for WebhookMetrics {
+    fn default() -> Self {
+        WebhookMetrics {
+            calls: Family::default(),
+            failures: Family::default(),
+            cache_hits: Family::default(),
+            denials: Family::default(),
+            // 1 ms to about 16 s.
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 15))
+            }),
+        }
+    }
 }
 
 /// Overload protection and edge metrics.
@@ -88,9 +130,26 @@ pub struct ClusterMetrics {
 }
 
 impl Metrics {
+    /// Fresh metrics whose every series is labelled `node="<node>"`.
+    pub fn for_node(node: &str) -> Metrics {
+        Metrics {
+            node: Some(Arc::from(node)),
+            ..Metrics::default()
+        }
+    }
+
+    /// The node named in the `node` label, if any.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
     /// Renders every metric as Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let mut registry = Registry::with_prefix("tern");
+        let labels = self
+            .node
+            .iter()
+            .map(|n| (Cow::Borrowed("node"), Cow::Owned(n.to_string())));
+        let mut registry = Registry::with_prefix_and_labels("tern", labels);
         let m = self.clone();
         registry.register("connections", "Open client connections", m.connections);
         registry.register(
@@ -210,6 +269,28 @@ impl Metrics {
             "memory_rss_bytes",
             "Resident memory as last sampled",
             e.memory_rss_bytes,
+        );
+        let w = m.webhooks;
+        registry.register("webhook_calls", "Webhook HTTP calls made", w.calls);
+        registry.register(
+            "webhook_failures",
+            "Webhook calls that failed (timeout, connection, status, bad answer)",
+            w.failures,
+        );
+        registry.register(
+            "webhook_cache_hits",
+            "Webhook decisions answered from the cache",
+            w.cache_hits,
+        );
+        registry.register(
+            "webhook_denials",
+            "Requests refused by a webhook (answer or failure)",
+            w.denials,
+        );
+        registry.register(
+            "webhook_duration_seconds",
+            "Webhook call latency",
+            w.latency,
         );
         let mut out = String::new();
         // Writing into a String cannot fail.

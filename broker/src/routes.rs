@@ -5,6 +5,7 @@
 //! the cluster layer implements the trait and calls back into the broker's
 //! `deliver_forwarded`, `apply_retained` and `take_session`.
 
+use crate::admin::{AdminQuery, PeerReply};
 use crate::auth::BoxFuture;
 use crate::session::{Message, SessionData};
 use crate::trie::{ClientId, SharedMatch};
@@ -75,6 +76,14 @@ pub trait RemoteRoutes: Send + Sync + 'static {
     /// single node.
     fn show(&self) -> Option<crate::admin::ClusterShow> {
         None
+    }
+
+    /// Sends a management query to every other known node and collects
+    /// their answers; a peer that is down or does not answer in time is
+    /// listed with the reason, never waited for beyond that. A single node
+    /// has no peers.
+    fn admin(&self, _query: &AdminQuery) -> BoxFuture<'static, Vec<PeerReply>> {
+        Box::pin(std::future::ready(Vec::new()))
     }
 }
 

@@ -74,7 +74,7 @@ impl Handler for BrokerHandler {
         stream: S,
         info: ConnInfo,
         shutdown: CancellationToken,
-    ) -> impl Future<Output = ()> + Send
+    ) -> impl Future<Output = ()> + Send + use<S>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -136,6 +136,36 @@ fn local_addr(
         .transpose()
 }
 
+/// The enabled client listeners with their bound addresses, for the admin API.
+fn listener_entries(
+    config: &Config,
+    bound: [(&'static str, Option<SocketAddr>); 4],
+    health: &Health,
+) -> admin::Listeners {
+    let l = &config.listeners;
+    let entries = bound
+        .into_iter()
+        .filter_map(|(kind, addr)| {
+            let (max_connections, proxy_protocol) = match kind {
+                "tcp" => (l.tcp.max_connections, l.tcp.proxy_protocol),
+                "tls" => (l.tls.max_connections, l.tls.proxy_protocol),
+                "ws" => (l.ws.max_connections, l.ws.proxy_protocol),
+                _ => (l.wss.max_connections, l.wss.proxy_protocol),
+            };
+            Some(admin::ListenerEntry {
+                kind,
+                bind: addr?,
+                max_connections,
+                proxy_protocol,
+            })
+        })
+        .collect();
+    admin::Listeners {
+        entries,
+        health: health.clone(),
+    }
+}
+
 impl Server {
     /// Validates config, binds every enabled listener (port 0 allowed) and
     /// the admin listener, spawns accept loops.
@@ -161,9 +191,21 @@ impl Server {
         readiness: Readiness,
         attach: impl FnOnce(&Arc<Broker>),
     ) -> Result<Server, ServerError> {
+        Server::start_logged(config, readiness, None, attach).await
+    }
+
+    /// Like [`start_full`](Server::start_full), with the process's log
+    /// filter, which `PUT /log-level` changes.
+    pub async fn start_logged(
+        config: Config,
+        readiness: Readiness,
+        log: Option<Arc<dyn admin::LogControl>>,
+        attach: impl FnOnce(&Arc<Broker>),
+    ) -> Result<Server, ServerError> {
         config.validate()?;
         // Password and ACL files are read before anything binds, too.
-        let (authn, authz) = crate::auth::from_config(&config.auth)?;
+        let metrics = Metrics::for_node(&config.node_name());
+        let (authn, authz) = crate::auth::from_config(&config.auth, &metrics)?;
         let store = crate::store::open(&config.storage, &config.node_name())?;
         let (tcp_cfg, tls_cfg) = (&config.listeners.tcp, &config.listeners.tls);
         let (ws_cfg, wss_cfg) = (&config.listeners.ws, &config.listeners.wss);
@@ -203,7 +245,6 @@ impl Server {
         let wss_addr = local_addr("wss", &wss, wss_cfg.bind)?;
         let admin_addr = local_addr("admin", &admin_socket, config.admin.bind)?;
 
-        let metrics = Metrics::default();
         let config = Arc::new(config);
         let broker = match store {
             Some((store, loaded)) => {
@@ -223,6 +264,16 @@ impl Server {
         };
         attach(&broker);
         let health = Health::default();
+        broker.set_listeners(listener_entries(
+            &config,
+            [
+                ("tcp", tcp_addr),
+                ("tls", tls_addr),
+                ("ws", ws_addr),
+                ("wss", wss_addr),
+            ],
+            &health,
+        ));
         let shutdown = CancellationToken::new();
         let kill = CancellationToken::new();
         let admin_stop = CancellationToken::new();
@@ -285,15 +336,25 @@ impl Server {
             crate::limits::spawn_memory_sampler(metrics.clone(), interval, shutdown.clone());
         accept_loops.push(("memory", sampler));
         let admin = admin_socket.map(|socket| {
+            let sampler = admin::status::Sampler::new(metrics.clone());
+            broker.set_status_sampler(sampler.clone());
+            // Ends with the admin listener, which outlives the drain.
+            sampler.spawn(admin_stop.clone());
             let state = AdminState {
                 metrics: metrics.clone(),
                 health: health.clone(),
                 broker: Some(broker.clone()),
                 readiness: readiness.clone(),
+                status: sampler,
+                keys: Arc::new(admin::KeyRing::from_config(&config.admin)),
+                log,
             };
             let stop = admin_stop.clone().cancelled_owned();
             tokio::spawn(async move {
-                let serve = axum::serve(socket, admin::router(state)).with_graceful_shutdown(stop);
+                // The peer address decides the loopback-only management
+                // without a key (`admin.loopback_without_key`).
+                let app = admin::router(state).into_make_service_with_connect_info::<SocketAddr>();
+                let serve = axum::serve(socket, app).with_graceful_shutdown(stop);
                 if let Err(e) = serve.await {
                     error!(error = %e, "admin listener failed");
                 }
@@ -432,5 +493,59 @@ impl Server {
         }
         info!("shutdown complete");
         failure.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod size_guard {
+    use super::*;
+
+    /// The size of a plain-TCP connection task's future, as the listener
+    /// spawns it: most of an idle connection's memory.
+    async fn task_size(tls: Option<tokio_rustls::TlsAcceptor>, edge: Edge) -> usize {
+        let cfg = Arc::new(Config::default());
+        let broker = Broker::new(cfg, Metrics::default());
+        let listener = Arc::new(Listener {
+            name: "tcp",
+            tls,
+            max_connections: 1,
+            handler: BrokerHandler(broker),
+            metrics: Metrics::default(),
+            health: Health::default(),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            edge,
+        });
+        let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (stream, peer) = socket.accept().await.expect("accept");
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("permit");
+        let task = listener.task(stream, peer, permit);
+        std::mem::size_of_val(&task)
+    }
+
+    #[tokio::test]
+    async fn plain_tcp_connection_task_stays_small() {
+        let size = task_size(None, Edge::default()).await;
+        assert!(
+            size <= 760,
+            "plain-TCP connection task grew to {size} bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn edge_listeners_do_not_grow_the_plain_task() {
+        let plain = task_size(None, Edge::default()).await;
+        let ws = Edge {
+            ws_path: Some("/mqtt".into()),
+            proxy: true,
+            ..Edge::default()
+        };
+        // The same future type: the edge path is boxed behind it.
+        assert_eq!(task_size(None, ws).await, plain);
     }
 }

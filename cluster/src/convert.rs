@@ -4,6 +4,7 @@
 
 use crate::pb;
 use crate::{Error, Result};
+use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tern_broker::codec::{Properties, QoS, SubOptions};
@@ -27,12 +28,21 @@ fn small<T: TryFrom<u32>>(v: u32, what: &'static str) -> Result<T> {
     })
 }
 
+fn utf8(b: &[u8], what: &'static str) -> Result<Arc<str>> {
+    std::str::from_utf8(b)
+        .map(Arc::from)
+        .map_err(|_| Error::Decode {
+            what,
+            message: "not UTF-8".into(),
+        })
+}
+
 /// A message for the wire; `origin_node` is filled with `local_node` when
 /// the message was published here (receivers order retained writes by it).
 pub fn message_to_pb(msg: &Message, local_node: &str) -> pb::MqttMessage {
     let p = &msg.properties;
     pb::MqttMessage {
-        topic: msg.topic.to_string(),
+        topic: Bytes::copy_from_slice(msg.topic.as_bytes()),
         payload: msg.payload.clone(),
         qos: msg.qos as u32,
         retain: msg.retain,
@@ -49,7 +59,10 @@ pub fn message_to_pb(msg: &Message, local_node: &str) -> pb::MqttMessage {
             })
             .collect(),
         expires_at: msg.expires_at,
-        origin_client: msg.origin.as_ref().map(|c| c.to_string()),
+        origin_client: msg
+            .origin
+            .as_ref()
+            .map(|c| Bytes::copy_from_slice(c.as_bytes())),
         timestamp: msg.timestamp,
         origin_node: Some(msg.origin_node.as_deref().unwrap_or(local_node).to_string()),
         message_expiry_interval: p.message_expiry_interval,
@@ -75,13 +88,16 @@ pub fn message_from_pb(m: pb::MqttMessage) -> Result<Message> {
         ..Properties::default()
     };
     Ok(Message {
-        topic: Arc::from(m.topic),
+        topic: utf8(&m.topic, "topic")?,
         payload: m.payload,
         qos: qos(m.qos, "message")?,
         retain: m.retain,
         properties,
         expires_at: m.expires_at,
-        origin: m.origin_client.map(Arc::from),
+        origin: m
+            .origin_client
+            .map(|c| utf8(&c, "origin client"))
+            .transpose()?,
         timestamp: m.timestamp,
         origin_node: m.origin_node.map(Arc::from),
     })

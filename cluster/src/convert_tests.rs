@@ -46,6 +46,16 @@ fn bad_qos_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn non_utf8_topic_or_origin_is_an_error_not_a_panic() {
+    let mut p = message_to_pb(&full_message(), "n");
+    p.topic = Bytes::from_static(b"a/\xff");
+    assert!(matches!(message_from_pb(p), Err(Error::Decode { .. })));
+    let mut p = message_to_pb(&full_message(), "n");
+    p.origin_client = Some(Bytes::from_static(b"\xc3"));
+    assert!(matches!(message_from_pb(p), Err(Error::Decode { .. })));
+}
+
+#[test]
 fn session_round_trips() {
     let msg = Arc::new(full_message());
     let d = |qos| Delivery {

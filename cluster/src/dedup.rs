@@ -25,6 +25,11 @@ impl Dedup {
     /// Records `seq`; true if it was not seen before (deliver it).
     pub fn accept(&mut self, seq: u64) -> bool {
         let floor = *self.floor.get_or_insert(seq.saturating_sub(1));
+        if seq == floor + 1 && self.above.is_empty() {
+            // In order, the usual case: no set node allocated and freed.
+            self.floor = Some(seq);
+            return true;
+        }
         if seq <= floor || !self.above.insert(seq) {
             return false;
         }

@@ -7,10 +7,10 @@ use crate::node::Cluster;
 use crate::pb;
 use crate::shared::{pick, Pick};
 use futures_util::future::join_all;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
-use tern_broker::admin::ClusterShow;
+use tern_broker::admin::{AdminAnswer, AdminQuery, ClusterShow, PeerReply};
 use tern_broker::auth::BoxFuture;
 use tern_broker::codec::QoS;
 use tern_broker::routes::{Operation, RemoteRoutes, Unavailable};
@@ -22,11 +22,20 @@ use tracing::{debug, warn};
 /// Timeout of one `Claim` call.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Timeout of one `Admin` call: a slow peer is listed as missing.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 struct Target {
     direct: bool,
     groups: Vec<pb::SharedGroup>,
     retained: bool,
+}
+
+thread_local! {
+    /// The remote table's matches, reused: forwarding a message allocates
+    /// no match list.
+    static MATCHES: RefCell<Matches> = RefCell::new(Matches::default());
 }
 
 impl Cluster {
@@ -36,53 +45,62 @@ impl Cluster {
         msg: &Message,
         local_shared: &[SharedMatch],
         deliver_locally: &mut [bool],
-    ) -> BTreeMap<Arc<str>, Target> {
+    ) -> Vec<(Arc<str>, Target)> {
         let inner = &self.inner;
-        let mut m = Matches::default();
-        inner.remote.matches(&msg.topic, &mut m);
-        let mut targets: BTreeMap<Arc<str>, Target> = BTreeMap::new();
-        for (node, _) in &m.direct {
-            if *node != inner.node {
-                targets.entry(node.clone()).or_default().direct = true;
-            }
-        }
-        for sm in &m.shared {
-            let mut nodes: Vec<Arc<str>> = sm
-                .members
-                .iter()
-                .map(|(n, _)| n.clone())
-                .filter(|n| *n != inner.node)
-                .collect();
-            nodes.sort();
-            nodes.dedup();
-            let local = local_shared
-                .iter()
-                .position(|l| l.group == sm.group && l.filter == sm.filter);
-            let turn = {
-                let mut rr = inner.shared_rr.lock();
-                let c = rr.entry((sm.group.clone(), sm.filter.clone())).or_insert(0);
-                *c = c.wrapping_add(1);
-                *c - 1
-            };
-            let choice = pick(inner.policy, local.is_some(), &nodes, turn, rand::random());
-            if let Some(Pick::Remote(node)) = choice {
-                if let Some(flag) = local.and_then(|i| deliver_locally.get_mut(i)) {
-                    *flag = false;
+        let mut targets: Vec<(Arc<str>, Target)> = Vec::new();
+        fn entry<'a>(targets: &'a mut Vec<(Arc<str>, Target)>, node: &Arc<str>) -> &'a mut Target {
+            let i = match targets.iter().position(|(n, _)| n == node) {
+                Some(i) => i,
+                None => {
+                    targets.push((node.clone(), Target::default()));
+                    targets.len() - 1
                 }
-                targets
-                    .entry(node)
-                    .or_default()
-                    .groups
-                    .push(pb::SharedGroup {
+            };
+            &mut targets[i].1
+        }
+        MATCHES.with(|m| {
+            let mut m = m.borrow_mut();
+            m.clear();
+            inner.remote.matches(&msg.topic, &mut m);
+            for (node, _) in &m.direct {
+                if *node != inner.node {
+                    entry(&mut targets, node).direct = true;
+                }
+            }
+            for sm in &m.shared {
+                let mut nodes: Vec<Arc<str>> = sm
+                    .members
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .filter(|n| *n != inner.node)
+                    .collect();
+                nodes.sort();
+                nodes.dedup();
+                let local = local_shared
+                    .iter()
+                    .position(|l| l.group == sm.group && l.filter == sm.filter);
+                let turn = {
+                    let mut rr = inner.shared_rr.lock();
+                    let c = rr.entry((sm.group.clone(), sm.filter.clone())).or_insert(0);
+                    *c = c.wrapping_add(1);
+                    *c - 1
+                };
+                let choice = pick(inner.policy, local.is_some(), &nodes, turn, rand::random());
+                if let Some(Pick::Remote(node)) = choice {
+                    if let Some(flag) = local.and_then(|i| deliver_locally.get_mut(i)) {
+                        *flag = false;
+                    }
+                    entry(&mut targets, &node).groups.push(pb::SharedGroup {
                         group: sm.group.to_string(),
                         filter: sm.filter.to_string(),
                     });
+                }
             }
-        }
+        });
         if msg.retain && inner.retain_available {
             for p in inner.all_peers() {
                 if p.state.lock().up {
-                    targets.entry(p.name.clone()).or_default().retained = true;
+                    entry(&mut targets, &p.name).retained = true;
                 }
             }
         }
@@ -102,9 +120,14 @@ impl RemoteRoutes for Cluster {
         if targets.is_empty() {
             return None;
         }
-        let wire = message_to_pb(msg, &inner.node);
+        let mut wire = message_to_pb(msg, &inner.node);
+        // The receiver takes the link's peer as the origin when none is
+        // given: one string less to build, copy and send per message.
+        if msg.origin_node.is_none() {
+            wire.origin_node = None;
+        }
         let wait = msg.qos != QoS::AtMostOnce;
-        let metrics = inner.metrics();
+        let metrics = inner.metrics.get();
         let mut acks = Vec::new();
         for (node, t) in targets {
             let peer = inner.peer(&node);
@@ -127,26 +150,36 @@ impl RemoteRoutes for Cluster {
             );
             match pushed {
                 Ok(_) => {
-                    metrics.forwarded_messages.inc();
-                    metrics.forwarded_bytes.inc_by(msg.payload.len() as u64);
+                    if let Some(m) = metrics {
+                        m.forwarded_messages.inc();
+                        m.forwarded_bytes.inc_by(msg.payload.len() as u64);
+                    }
                     acks.extend(rx);
                     peer.notify.notify_one();
                 }
                 Err(_) => {
-                    metrics.dropped_messages.inc();
+                    if let Some(m) = metrics {
+                        m.dropped_messages.inc();
+                    }
                     debug!(peer = %node, "cluster buffer full: message dropped");
                 }
             }
         }
-        if acks.is_empty() {
-            return None;
-        }
+        // A peer that does not ack in time keeps the message in its retry
+        // buffer; the publisher is not held longer.
         let timeout = inner.ack_timeout();
-        Some(Box::pin(async move {
-            // A peer that does not ack in time keeps the message in its
-            // retry buffer; the publisher is not held longer.
-            let _ = tokio::time::timeout(timeout, join_all(acks)).await;
-        }))
+        match acks.len() {
+            0 => None,
+            1 => {
+                let ack = acks.pop()?;
+                Some(Box::pin(async move {
+                    let _ = tokio::time::timeout(timeout, ack).await;
+                }))
+            }
+            _ => Some(Box::pin(async move {
+                let _ = tokio::time::timeout(timeout, join_all(acks)).await;
+            })),
+        }
     }
 
     fn route_added(&self, filter: &str, _client: &ClientId) {
@@ -232,5 +265,49 @@ impl RemoteRoutes for Cluster {
 
     fn show(&self) -> Option<ClusterShow> {
         Some(Cluster::show(self))
+    }
+
+    fn admin(&self, query: &AdminQuery) -> BoxFuture<'static, Vec<PeerReply>> {
+        let peers: Vec<_> = self
+            .inner
+            .all_peers()
+            .iter()
+            .filter_map(|p| {
+                let st = p.state.lock();
+                // A peer that left is no longer a member.
+                (!st.left).then(|| (p.name.to_string(), st.client.clone().filter(|_| st.up)))
+            })
+            .collect();
+        let query_json = bytes::Bytes::from(serde_json::to_vec(query).unwrap_or_default());
+        Box::pin(async move {
+            let calls = peers.into_iter().map(|(node, client)| {
+                let request = pb::AdminRequest {
+                    query_json: query_json.clone(),
+                };
+                async move {
+                    let answer = match client {
+                        None => Err("down".to_string()),
+                        Some(mut c) => admin_call(&mut c, request).await,
+                    };
+                    PeerReply { node, answer }
+                }
+            });
+            let mut replies = join_all(calls).await;
+            replies.sort_by(|a, b| a.node.cmp(&b.node));
+            replies
+        })
+    }
+}
+
+/// One `Admin` call, bounded by [`ADMIN_TIMEOUT`].
+async fn admin_call(
+    client: &mut crate::link::Client,
+    request: pb::AdminRequest,
+) -> Result<AdminAnswer, String> {
+    match tokio::time::timeout(ADMIN_TIMEOUT, client.admin(request)).await {
+        Err(_) => Err(format!("no answer within {ADMIN_TIMEOUT:?}")),
+        Ok(Err(status)) => Err(format!("failed: {}", status.message())),
+        Ok(Ok(reply)) => serde_json::from_slice(&reply.into_inner().answer_json)
+            .map_err(|e| format!("undecodable answer: {e}")),
     }
 }

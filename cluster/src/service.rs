@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tern_broker::admin::{answer_local, AdminAnswer, AdminQuery};
 use tern_broker::broker::Broker;
 use tern_broker::session::Message;
 use tokio::sync::mpsc;
@@ -134,6 +135,26 @@ impl Mesh for MeshService {
         req: Request<pb::HandoffRequest>,
     ) -> Result<Response<pb::HandoffAck>, Status> {
         crate::drain::on_handoff(&self.inner, req.into_inner()).map(Response::new)
+    }
+
+    async fn admin(
+        &self,
+        req: Request<pb::AdminRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let broker = self
+            .inner
+            .broker()
+            .ok_or_else(|| Status::unavailable("broker gone"))?;
+        let answer = match serde_json::from_slice::<AdminQuery>(&req.into_inner().query_json) {
+            Ok(query) => answer_local(&broker, &query),
+            // A newer node's query this one does not know.
+            Err(e) => AdminAnswer::Error(format!("unsupported admin query: {e}")),
+        };
+        let answer_json = serde_json::to_vec(&answer)
+            .map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))?;
+        Ok(Response::new(pb::AdminReply {
+            answer_json: answer_json.into(),
+        }))
     }
 }
 
@@ -323,18 +344,19 @@ fn handle(
             inner.metrics().resyncs.inc();
             None
         }
-        Kind::PublishBatch(b) => {
-            let mut upto = None;
-            for env in b.envelopes {
-                upto = Some(env.seq);
-                let fresh = inner
-                    .inbound
-                    .lock()
-                    .get_mut(name)
-                    .is_some_and(|e| e.incarnation == inc && e.dedup.accept(env.seq));
-                if fresh {
-                    deliver(broker, name, env);
+        Kind::PublishBatch(mut b) => {
+            let upto = b.envelopes.last().map(|e| e.seq);
+            {
+                // One lock per batch: duplicates (resends) are dropped here.
+                let mut map = inner.inbound.lock();
+                let origin = map.get_mut(name).filter(|e| e.incarnation == inc);
+                match origin {
+                    Some(e) => b.envelopes.retain(|env| e.dedup.accept(env.seq)),
+                    None => b.envelopes.clear(),
                 }
+            }
+            for env in b.envelopes {
+                deliver(broker, name, env);
             }
             upto.map(|upto| Kind::Ack(pb::Ack { upto }))
         }

@@ -102,6 +102,23 @@ pub async fn start() -> TestServer {
     start_with(|_| {}).await
 }
 
+/// A PROXY protocol v2 header (PROXY, TCP over IPv4) naming `src` as the
+/// client's address, towards 10.0.0.1:1883.
+pub fn proxy_v2_header(src: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(src) = src else {
+        panic!("an IPv4 source address")
+    };
+    let mut body = src.ip().octets().to_vec();
+    body.extend_from_slice(&[10, 0, 0, 1]);
+    body.extend_from_slice(&src.port().to_be_bytes());
+    body.extend_from_slice(&1883u16.to_be_bytes());
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11]);
+    h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    h.extend_from_slice(&body);
+    h
+}
+
 /// Polls `cond` every 20 ms until it is true; panics with `what` at `within`.
 pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut cond: F)
 where

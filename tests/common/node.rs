@@ -89,6 +89,23 @@ impl Node {
         )
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("tern is running")
+    }
+
+    /// Resident memory (VmRSS) of the process, bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kb * 1024
+    }
+
     /// `kill -9`: SIGKILL, then reaps the process.
     pub async fn kill9(mut self) {
         self.child.start_kill().expect("SIGKILL tern");

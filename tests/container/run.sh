@@ -34,7 +34,7 @@ cleanup() {
     ids=$(docker ps -aq --filter "label=$LABEL" 2>/dev/null || true)
     if [ -n "$ids" ]; then
         # shellcheck disable=SC2086
-        docker rm -f $ids >/dev/null 2>&1 || true
+        docker rm -f -v $ids >/dev/null 2>&1 || true
     fi
     docker network rm "$NETWORK" >/dev/null 2>&1 || true
 }
@@ -71,15 +71,19 @@ dump_logs() {
 
 # Subscribe on (sub_port), publish on (pub_port) until the subscriber has the
 # message or the deadline passes: routes across a cluster take a moment.
+# Credentials for the MQTT clients: the image requires them (set below for
+# the single container; the cluster opts into anonymous access).
+CRED=()
+
 round_trip() { # pub_port sub_port topic payload seconds
     local pub=$1 sub=$2 topic=$3 payload=$4 secs=$5 out pid deadline
     out=$(mktemp)
-    mosquitto_sub -h 127.0.0.1 -p "$sub" -t "$topic" -q 1 -C 1 -W "$secs" -i "sub-$RUN_ID-$RANDOM" >"$out" 2>/dev/null &
+    mosquitto_sub "${CRED[@]}" -h 127.0.0.1 -p "$sub" -t "$topic" -q 1 -C 1 -W "$secs" -i "sub-$RUN_ID-$RANDOM" >"$out" 2>/dev/null &
     pid=$!
     deadline=$((SECONDS + secs))
     sleep 0.3
     while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
-        mosquitto_pub -h 127.0.0.1 -p "$pub" -t "$topic" -q 1 -m "$payload" -i "pub-$RUN_ID-$RANDOM" 2>/dev/null || true
+        mosquitto_pub "${CRED[@]}" -h 127.0.0.1 -p "$pub" -t "$topic" -q 1 -m "$payload" -i "pub-$RUN_ID-$RANDOM" 2>/dev/null || true
         sleep 0.5
     done
     wait "$pid" || true
@@ -126,21 +130,52 @@ ok "tern --version and --print-default-config run; no shell in the image"
 
 # --- one container with the defaults ---------------------------------------------
 
+# The image requires credentials: a password file made by the image's own
+# `tern passwd`, mounted as the chart mounts its Secret.
+auth_dir=$(mktemp -d)
+chmod 777 "$auth_dir"
+mqtt_pass=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+docker run --rm --label "$LABEL" -v "$auth_dir:/auth" "$IMAGE" passwd -c -b /auth/passwd alice "$mqtt_pass" \
+    || fail "tern passwd in the image"
+chmod 755 "$auth_dir" && chmod 644 "$auth_dir/passwd"
 single="$RUN_ID-single"
-docker run -d --name "$single" --label "$LABEL" -p 127.0.0.1::1883 -p 127.0.0.1::8888 "$IMAGE" >/dev/null
+docker run -d --name "$single" --label "$LABEL" -p 127.0.0.1::1883 -p 127.0.0.1::8888 \
+    -v "$auth_dir:/etc/tern/auth:ro" -e TERN_AUTH__PASSWORD_FILE=/etc/tern/auth/passwd "$IMAGE" >/dev/null
 mqtt=$(host_port "$single" 1883); admin=$(host_port "$single" 8888)
 wait_http "http://127.0.0.1:$admin/health" 30 || { dump_logs "$single"; fail "/health did not answer"; }
+if mosquitto_pub -h 127.0.0.1 -p "$mqtt" -t ct/anon -m x -q 1 -i "anon-$RUN_ID" 2>/dev/null; then
+    dump_logs "$single"; fail "the image accepted an anonymous client"
+fi
+if mosquitto_pub -u alice -P wrong -h 127.0.0.1 -p "$mqtt" -t ct/anon -m x -q 1 -i "wrong-$RUN_ID" 2>/dev/null; then
+    dump_logs "$single"; fail "the image accepted a wrong password"
+fi
+ok "the image refuses anonymous clients and wrong passwords by default"
+CRED=(-u alice -P "$mqtt_pass")
 pid=$(docker inspect -f '{{.State.Pid}}' "$single")
 uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")
 [ "$uid" = 10000 ] || fail "tern runs as uid $uid"
 ok "single container healthy, tern runs as uid 10000"
 round_trip "$mqtt" "$mqtt" "ct/single" "hello from $RUN_ID" 15 || { dump_logs "$single"; fail "MQTT round trip"; }
 ok "MQTT round trip through 127.0.0.1:$mqtt (mosquitto_pub -> mosquitto_sub)"
+kept="kept across a restart $RUN_ID"
+mosquitto_pub "${CRED[@]}" -h 127.0.0.1 -p "$mqtt" -t ct/kept -m "$kept" -r -q 1 -i "kept-$RUN_ID" \
+    || { dump_logs "$single"; fail "retained publish"; }
 docker stop -t 20 "$single" >/dev/null
 code=$(docker inspect -f '{{.State.ExitCode}}' "$single")
 [ "$code" = 0 ] || { dump_logs "$single"; fail "tern exited $code on SIGTERM"; }
 ok "docker stop: SIGTERM drains, exit code 0"
-docker rm "$single" >/dev/null
+# Durable by default: the data directory is on the image's volume, which
+# the same container keeps across a stop and start.
+docker start "$single" >/dev/null
+mqtt=$(host_port "$single" 1883); admin=$(host_port "$single" 8888)
+wait_http "http://127.0.0.1:$admin/health" 30 || { dump_logs "$single"; fail "/health after docker start"; }
+got=$(mosquitto_sub "${CRED[@]}" -h 127.0.0.1 -p "$mqtt" -t ct/kept -C 1 -W 10 -i "kept-sub-$RUN_ID" 2>/dev/null || true)
+[ "$got" = "$kept" ] || { dump_logs "$single"; fail "retained message after a restart: got '$got'"; }
+ok "a retained message survives docker stop and start (TERN_STORAGE__DIR=/var/lib/tern, a VOLUME)"
+docker stop -t 20 "$single" >/dev/null
+docker rm -v "$single" >/dev/null
+rm -rf "$auth_dir"
+CRED=()
 
 # --- three containers, one cluster ------------------------------------------------
 
@@ -152,6 +187,12 @@ fi
 
 docker network create --label "$LABEL" "$NETWORK" >/dev/null
 secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# The admin API answers the host (not loopback inside the container) only
+# with a key: one management key in a mounted key file, as the chart does.
+api_key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+key_dir=$(mktemp -d)
+printf '%s mgmt,metrics\n' "$api_key" >"$key_dir/api-keys"
+chmod 755 "$key_dir" && chmod 644 "$key_dir/api-keys"
 nodes=(tern1 tern2 tern3)
 for n in "${nodes[@]}"; do
     peers=$(for m in "${nodes[@]}"; do [ "$m" = "$n" ] || printf '%s:44053,' "$m"; done)
@@ -162,6 +203,10 @@ for n in "${nodes[@]}"; do
         -e TERN_CLUSTER__BIND=0.0.0.0:44053 \
         -e TERN_CLUSTER__PEERS="${peers%,}" \
         -e TERN_CLUSTER__SECRET="$secret" \
+        -e TERN_AUTH__ALLOW_ANONYMOUS=true \
+        -v "$key_dir:/etc/tern/admin:ro" \
+        -e TERN_ADMIN__API_KEYS_FILE=/etc/tern/admin/api-keys \
+        -e TERN_ADMIN_API_KEY_FILE=/etc/tern/admin/api-keys \
         "$IMAGE" >/dev/null
 done
 declare -A MQTT ADMIN
@@ -170,13 +215,13 @@ for n in "${nodes[@]}"; do
     ADMIN[$n]=$(host_port "$RUN_ID-$n" 8888)
 done
 
-show() { curl -fsS --max-time 2 "http://127.0.0.1:${ADMIN[$1]}/api/v1/cluster/show"; }
+show() { curl -fsS --max-time 2 -H "Authorization: Bearer $api_key" "http://127.0.0.1:${ADMIN[$1]}/api/v1/cluster/show"; }
 peers_up() { # node -> number of peers in state up
     show "$1" 2>/dev/null | python3 -c 'import json,sys; print(sum(p.get("state") == "up" for p in json.load(sys.stdin).get("peers", [])))' 2>/dev/null || echo 0
 }
 
 wait_http "http://127.0.0.1:${ADMIN[tern1]}/health" 30 || { dump_logs "$RUN_ID-tern1"; fail "tern1 did not start"; }
-code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${ADMIN[tern1]}/api/v1/cluster/show")
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $api_key" "http://127.0.0.1:${ADMIN[tern1]}/api/v1/cluster/show")
 if [ "$code" = 404 ]; then
     SKIPPED=$((SKIPPED + 1))
     echo "SKIPPED: cluster not available (GET /api/v1/cluster/show answers 404)"

@@ -16,7 +16,7 @@ import yaml
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "tern"
 MANIFESTS = REPO / "k8s" / "manifests"
-ADMIN_RS = REPO / "broker" / "src" / "admin.rs"
+ADMIN_DIR = REPO / "broker" / "src" / "admin"
 
 # A recent Kubernetes release that kubernetes-validate ships schemas for.
 KUBE_VERSION = "1.35.0"
@@ -67,8 +67,10 @@ def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
 
 
 def admin_routes() -> set[str]:
-    """The HTTP paths the admin router serves, read from the Rust source."""
-    return set(re.findall(r'\.route\(\s*"([^"]+)"', ADMIN_RS.read_text()))
+    """The HTTP paths the admin router serves, read from the Rust source
+    (every file of the `admin` module: the router merges their routes)."""
+    source = "".join(p.read_text() for p in sorted(ADMIN_DIR.rglob("*.rs")))
+    return set(re.findall(r'\.route\(\s*"([^"]+)"', source))
 
 
 def tern_binary() -> pathlib.Path | None:

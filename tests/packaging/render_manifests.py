@@ -24,6 +24,10 @@ MANIFEST_VALUES = {
     "replicaCount": 2,
     "clusterSecret": {"value": SECRET_PLACEHOLDER},
     "image": {"repository": "tern", "tag": "0.1.0"},
+    # Clients log in: the password file comes from Secret tern-auth, which
+    # the user creates (k8s/README.md); the ConfigMap keeps the chart's
+    # allow_anonymous = false.
+    "auth": {"existingSecret": "tern-auth"},
 }
 
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")

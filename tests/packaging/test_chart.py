@@ -179,12 +179,12 @@ def test_probes_on_admin_port(case):
 
 
 def test_health_route_exists_in_admin_rs():
-    assert "/health" in admin_routes(), "broker/src/admin.rs no longer routes /health (liveness probe)"
+    assert "/health" in admin_routes(), "broker/src/admin/ no longer routes /health (liveness probe)"
 
 
 def test_ready_route_exists_in_admin_rs():
     if "/ready" not in admin_routes():
-        pytest.skip("SKIPPED: /ready is not routed in broker/src/admin.rs yet (readiness probe waits for it)")
+        pytest.skip("SKIPPED: /ready is not routed in broker/src/admin/ yet (readiness probe waits for it)")
     assert "/ready" in admin_routes()
 
 
@@ -337,7 +337,7 @@ def test_persistence():
     sts = statefulset(render())
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
-    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
     assert "storageClassName" not in claim["spec"]
     fast = statefulset(render({"persistence": {"storageClass": "fast", "size": "20Gi"}}))
     assert fast["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast"
@@ -362,7 +362,7 @@ def test_config_renders_as_typed_toml():
     values = {"config": {"mqtt": {"max_packet_size": 4294967295, "max_inflight": 20, "shared_subscription_policy": "prefer_local"}}}
     config = tomllib.loads(one(render(values), "ConfigMap")["data"]["tern.toml"])
     assert config["mqtt"] == {"max_packet_size": 4294967295, "max_inflight": 20, "shared_subscription_policy": "prefer_local"}
-    assert config["auth"] == {"allow_anonymous": True}
+    assert config["auth"] == {"allow_anonymous": False}, "the chart requires credentials unless the user opts in"
     assert type(config["shutdown"]["grace_period_secs"]) is int
 
 

@@ -14,6 +14,12 @@
 //!   p50/p99/p999 from the timestamps.
 //! - `conns`: `--clients` idle connections; connect rate and, with
 //!   `--broker-pid`, the broker's RSS growth per connection.
+//! - `fill`: a persistent subscriber `fill-sub` subscribes to `bench/fill`
+//!   at QoS 1 and leaves; `--clients` publishers then queue `--messages`
+//!   QoS 1 messages for it (restart benchmarks, benches/restart.py).
+//!
+//! `--persistent` makes subscribers keep a session (clean session 0), so a
+//! broker with persistence writes their queues (durable throughput).
 //!
 //! `--sub-port` puts the subscribers on another node (cluster cross-node
 //! runs). Publishers are flow-controlled, never dropping: QoS 1 publishers
@@ -95,6 +101,11 @@ struct Args {
     /// Seconds to hold idle connections before measuring RSS.
     #[arg(long, default_value_t = 2.0)]
     hold: f64,
+    /// Subscribers keep their session (clean session 0): on a broker with
+    /// a data directory their queues are written, and QoS 1 PUBACKs wait
+    /// for the durable commit.
+    #[arg(long)]
+    persistent: bool,
 }
 
 /// Smallest payload: publisher id (u32), sequence (u64), timestamp ns (u64).
@@ -115,6 +126,7 @@ fn main() -> Result<()> {
         match args.scenario.as_str() {
             "fanin" | "fanout" | "pairs" | "latency" => flow(&args).await,
             "conns" => conns(&args).await,
+            "fill" => fill(&args).await,
             s => bail!("unknown scenario {s}"),
         }
     })?;
@@ -143,13 +155,13 @@ fn put_len(b: &mut BytesMut, mut n: usize) {
     }
 }
 
-fn connect_packet(client_id: &str, keep_alive: u16) -> BytesMut {
+fn connect_packet(client_id: &str, keep_alive: u16, clean: bool) -> BytesMut {
     let mut b = BytesMut::new();
     b.put_u8(0x10);
     put_len(&mut b, 10 + 2 + client_id.len());
     put_str(&mut b, "MQTT");
     b.put_u8(4); // 3.1.1
-    b.put_u8(0x02); // clean session
+    b.put_u8(if clean { 0x02 } else { 0x00 }); // clean session
     b.put_u16(keep_alive);
     put_str(&mut b, client_id);
     b
@@ -206,12 +218,14 @@ async fn mqtt_connect(
     port: u16,
     client_id: &str,
     keep_alive: u16,
+    clean: bool,
 ) -> Result<TcpStream> {
     let mut s = TcpStream::connect((host, port))
         .await
         .with_context(|| format!("connect to {host}:{port}"))?;
     s.set_nodelay(true)?;
-    s.write_all(&connect_packet(client_id, keep_alive)).await?;
+    s.write_all(&connect_packet(client_id, keep_alive, clean))
+        .await?;
     let mut ack = [0u8; 4];
     s.read_exact(&mut ack).await.context("reading CONNACK")?;
     if ack[0] != 0x20 || ack[3] != 0 {
@@ -271,7 +285,7 @@ async fn subscribe(
     plan: &SubPlan,
 ) -> Result<(OwnedReadHalf, OwnedWriteHalf, BytesMut)> {
     let port = args.sub_port.unwrap_or(args.port);
-    let s = mqtt_connect(&args.host, port, &plan.id, 0).await?;
+    let s = mqtt_connect(&args.host, port, &plan.id, 0, !args.persistent).await?;
     let (mut rd, mut wr) = s.into_split();
     wr.write_all(&subscribe_packet(&plan.filter, args.qos))
         .await?;
@@ -394,7 +408,7 @@ struct PubPlan {
 }
 
 async fn publish(args: Arc<Args>, plan: PubPlan, shared: Arc<Shared>) -> Result<()> {
-    let s = mqtt_connect(&args.host, args.port, &plan.id, 0).await?;
+    let s = mqtt_connect(&args.host, args.port, &plan.id, 0, true).await?;
     let (mut rd, mut wr) = s.into_split();
     let qos = args.qos;
     let window = Arc::new(Semaphore::new(args.window));
@@ -673,6 +687,70 @@ async fn flow(args: &Args) -> Result<serde_json::Value> {
     Ok(v)
 }
 
+// ---------------------------------------------------------------- fill
+
+/// Queues `--messages` QoS 1 messages for the offline persistent session
+/// `fill-sub` (topic `bench/fill`), from `--clients` publishers.
+async fn fill(args: &Args) -> Result<serde_json::Value> {
+    let mut a = args.clone();
+    a.qos = 1;
+    a.persistent = true;
+    let args = Arc::new(a);
+    let plan = SubPlan {
+        id: "fill-sub".into(),
+        filter: "bench/fill".into(),
+        expect: Vec::new(),
+        record_latency: false,
+    };
+    let (_rd, mut wr, _) = subscribe(&args, &plan).await.context("fill-sub")?;
+    wr.write_all(&[0xE0, 0]).await?;
+    drop((_rd, wr));
+    // Nobody receives: no end-to-end flow control (factor 0).
+    let shared = Arc::new(Shared {
+        received: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        factor: 0,
+        progress: Notify::new(),
+        stalls: AtomicU64::new(0),
+        done_publishing: AtomicBool::new(false),
+        last_rx: Mutex::new(Instant::now()),
+        latencies: Mutex::new(Vec::new()),
+        base: Instant::now(),
+    });
+    let run = std::process::id();
+    let n = args.clients.max(1);
+    let per = args.messages / n as u64;
+    let start = Instant::now();
+    let pubs: Vec<_> = (0..n)
+        .map(|i| PubPlan {
+            id: format!("lg{run}-p{i}"),
+            pubid: i as u32,
+            topic: "bench/fill".into(),
+            count: per,
+            rate: 0,
+        })
+        .map(|p| tokio::spawn(publish(args.clone(), p, shared.clone())))
+        .collect();
+    let mut errors = Vec::new();
+    for p in pubs {
+        if let Err(e) = p.await? {
+            errors.push(format!("publisher: {e:#}"));
+        }
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let queued = per * n as u64;
+    Ok(json!({
+        "label": args.label,
+        "scenario": "fill",
+        "clients": n,
+        "payload": args.payload,
+        "queued": queued,
+        "seconds": secs,
+        "msgs_per_s": queued as f64 / secs,
+        "errors": errors,
+    }))
+}
+
 // ---------------------------------------------------------------- connection scale
 
 fn rss_kib(pid: u32) -> Result<u64> {
@@ -698,7 +776,7 @@ async fn conns(args: &Args) -> Result<serde_json::Value> {
         let host = args.host.clone();
         let port = args.port;
         tasks.push(tokio::spawn(async move {
-            let r = mqtt_connect(&host, port, &format!("lg{run}-idle{i}"), 0).await;
+            let r = mqtt_connect(&host, port, &format!("lg{run}-idle{i}"), 0, true).await;
             drop(permit);
             r
         }));

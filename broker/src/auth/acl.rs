@@ -7,7 +7,13 @@
 //! topic readwrite alice/#
 //! topic deny alice/secret
 //! pattern readwrite devices/%c/#      # for every client; %c client id, %u user name
+//! pattern read sites/%a/#             # %a the client's IP address (a Tern extension)
 //! ```
+//!
+//! `%a` is the address the client connected from: the source a PROXY
+//! protocol header names when the listener expects one, else the socket's
+//! peer; IPv4 in dotted form (also for IPv4-mapped IPv6 peers), IPv6 in its
+//! compressed form (`2001:db8::1`).
 //!
 //! Access is granted when some rule for the client allows it and no
 //! `deny` rule for the client matches. A subscription is allowed when a
@@ -15,6 +21,7 @@
 //! under a rule for `a/b/#` only) and no deny rule covers all of them;
 //! denied topics inside an allowed filter are filtered at delivery.
 
+use super::Client;
 use crate::topic;
 use std::collections::HashMap;
 
@@ -111,7 +118,10 @@ impl Acl {
                             return Err(err("expected `topic [read|write|readwrite|deny] <topic>`"))
                         }
                     };
-                    let probe = filter.replace("%c", "c").replace("%u", "u");
+                    let probe = filter
+                        .replace("%c", "c")
+                        .replace("%u", "u")
+                        .replace("%a", "a");
                     if !topic::valid_topic_filter(&probe) {
                         return Err(err("invalid topic filter"));
                     }
@@ -131,10 +141,11 @@ impl Acl {
         Ok(acl)
     }
 
-    /// The rules that apply to a client, with `%c`/`%u` substituted. A
-    /// pattern naming `%u` does not apply to an anonymous client, and an id
-    /// or name containing a wildcard never fills a pattern.
-    fn rules_for(&self, client_id: &str, username: Option<&str>) -> Vec<Rule> {
+    /// The rules that apply to a client, with `%c`/`%u`/`%a` substituted.
+    /// A pattern naming `%u` does not apply to an anonymous client, and an
+    /// id or name containing a wildcard never fills a pattern.
+    fn rules_for(&self, client: &Client<'_>) -> Vec<Rule> {
+        let (client_id, username) = (client.client_id, client.username);
         let own = match username {
             Some(u) => self.users.get(u).cloned().unwrap_or_default(),
             None => self.anonymous.clone(),
@@ -144,7 +155,10 @@ impl Acl {
             if r.filter.contains("%c") && !safe(client_id) {
                 return None;
             }
-            let filter = r.filter.replace("%c", client_id);
+            let mut filter = r.filter.replace("%c", client_id);
+            if filter.contains("%a") {
+                filter = filter.replace("%a", &client.addr.to_canonical().to_string());
+            }
             let filter = match (filter.contains("%u"), username) {
                 (false, _) => filter,
                 (true, Some(u)) if safe(u) => filter.replace("%u", u),
@@ -159,21 +173,19 @@ impl Acl {
     }
 
     /// May this client publish to `topic`?
-    pub fn can_publish(&self, client_id: &str, username: Option<&str>, topic_name: &str) -> bool {
-        self.check(client_id, username, true, |f| topic::matches(f, topic_name))
+    pub fn can_publish(&self, client: &Client<'_>, topic_name: &str) -> bool {
+        self.check(client, true, |f| topic::matches(f, topic_name))
     }
 
     /// May this client receive messages published to `topic`?
-    pub fn can_read(&self, client_id: &str, username: Option<&str>, topic_name: &str) -> bool {
-        self.check(client_id, username, false, |f| {
-            topic::matches(f, topic_name)
-        })
+    pub fn can_read(&self, client: &Client<'_>, topic_name: &str) -> bool {
+        self.check(client, false, |f| topic::matches(f, topic_name))
     }
 
     /// May this client subscribe to `filter` (a `$share/g/` prefix is ignored)?
-    pub fn can_subscribe(&self, client_id: &str, username: Option<&str>, filter: &str) -> bool {
+    pub fn can_subscribe(&self, client: &Client<'_>, filter: &str) -> bool {
         let filter = topic::parse_shared(filter).map_or(filter, |(_, f)| f);
-        let rules = self.rules_for(client_id, username);
+        let rules = self.rules_for(client);
         let denied = rules
             .iter()
             .any(|r| r.access == Access::Deny && covers(&r.filter, filter));
@@ -183,14 +195,8 @@ impl Acl {
                 .any(|r| r.access.grants(false) && covers(&r.filter, filter))
     }
 
-    fn check(
-        &self,
-        client_id: &str,
-        username: Option<&str>,
-        write: bool,
-        matches: impl Fn(&str) -> bool,
-    ) -> bool {
-        let rules = self.rules_for(client_id, username);
+    fn check(&self, client: &Client<'_>, write: bool, matches: impl Fn(&str) -> bool) -> bool {
+        let rules = self.rules_for(client);
         let denied = rules
             .iter()
             .any(|r| r.access == Access::Deny && matches(&r.filter));

@@ -3,7 +3,7 @@
 
 use super::acl::Acl;
 use super::password::PasswordFile;
-use super::{AuthDecision, AuthRequest, Authenticator, Authorizer, BoxFuture, Denied};
+use super::{AuthDecision, AuthRequest, Authenticator, Authorizer, BoxFuture, Client, Denied};
 use parking_lot::RwLock;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,16 +120,16 @@ pub struct AclAuthorizer {
 }
 
 impl Authorizer for AclAuthorizer {
-    fn can_publish(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
-        self.acl.get().can_publish(client_id, username, topic)
+    fn can_publish(&self, client: &Client<'_>, topic: &str) -> bool {
+        self.acl.get().can_publish(client, topic)
     }
 
-    fn can_subscribe(&self, client_id: &str, username: Option<&str>, filter: &str) -> bool {
-        self.acl.get().can_subscribe(client_id, username, filter)
+    fn can_subscribe(&self, client: &Client<'_>, filter: &str) -> bool {
+        self.acl.get().can_subscribe(client, filter)
     }
 
-    fn can_read(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
-        self.acl.get().can_read(client_id, username, topic)
+    fn can_read(&self, client: &Client<'_>, topic: &str) -> bool {
+        self.acl.get().can_read(client, topic)
     }
 
     fn restricts(&self) -> bool {

@@ -2,21 +2,25 @@
 //! [`Authenticator`] about every CONNECT and an [`Authorizer`] about every
 //! PUBLISH, SUBSCRIBE and delivery. The embedded default allows anonymous
 //! clients and everything ([`AnonymousAuth`], [`AllowAll`]); a password file
-//! and an ACL file ([`files`]) are configured under `[auth]`; webhooks can
-//! plug in behind the same traits.
+//! and an ACL file ([`files`]) are configured under `[auth]`; HTTP webhooks
+//! ([`webhook`]) are asked first when configured, and fall through to the
+//! files when they answer `next`.
 
 pub mod acl;
 #[cfg(test)]
 mod acl_tests;
 pub mod files;
 pub mod password;
+pub mod webhook;
 
 use crate::config::AuthConfig;
+use crate::metrics::Metrics;
 use std::sync::Arc;
 
+use crate::codec::QoS;
 use bytes::Bytes;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 
 /// What a client presented in CONNECT.
@@ -28,8 +32,10 @@ pub struct AuthRequest<'a> {
     pub username: Option<&'a str>,
     /// Password, if any.
     pub password: Option<&'a [u8]>,
-    /// Remote address.
+    /// Remote address (the PROXY protocol source when there is one).
     pub peer: SocketAddr,
+    /// Clean session (3.x) / clean start (5.0).
+    pub clean_start: bool,
     /// Common name of a verified TLS client certificate.
     pub cert_cn: Option<&'a str>,
     /// 5.0 Authentication Method.
@@ -93,16 +99,75 @@ impl Authenticator for AnonymousAuth {
     }
 }
 
+/// The client an authorization question is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    /// Client identifier.
+    pub client_id: &'a str,
+    /// The identity the authenticator recorded.
+    pub username: Option<&'a str>,
+    /// The client's address: the source a PROXY protocol header names, else
+    /// the socket's peer.
+    pub addr: IpAddr,
+}
+
+/// A PUBLISH (or a will) as an authorizer that looks at content sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishInfo<'a> {
+    /// Topic name.
+    pub topic: &'a str,
+    /// Requested QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// Payload.
+    pub payload: &'a Bytes,
+}
+
+/// A decision available now or after a remote service answers.
+pub enum Check<T> {
+    /// Decided.
+    Now(T),
+    /// Decided once this completes (bounded by the service's timeout).
+    Later(BoxFuture<'static, T>),
+}
+
+impl<T> Check<T> {
+    /// Waits for the decision.
+    pub async fn decide(self) -> T {
+        match self {
+            Check::Now(v) => v,
+            Check::Later(f) => f.await,
+        }
+    }
+}
+
 /// Decides what an authenticated client may do.
 pub trait Authorizer: Send + Sync + 'static {
     /// May the client publish to `topic` (also checked for its will)?
-    fn can_publish(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool;
+    fn can_publish(&self, client: &Client<'_>, topic: &str) -> bool;
     /// May the client subscribe to `filter`?
-    fn can_subscribe(&self, client_id: &str, username: Option<&str>, filter: &str) -> bool;
+    fn can_subscribe(&self, client: &Client<'_>, filter: &str) -> bool;
     /// May the client receive a message published to `topic`?
-    fn can_read(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool;
+    fn can_read(&self, client: &Client<'_>, topic: &str) -> bool;
     /// False if everything is allowed, so the publish path can skip checks.
     fn restricts(&self) -> bool;
+
+    /// A PUBLISH with its content: what the connection asks. Authorizers
+    /// that consult a remote service answer [`Check::Later`].
+    fn check_publish(&self, client: &Client<'_>, p: &PublishInfo<'_>) -> Check<bool> {
+        Check::Now(self.can_publish(client, p.topic))
+    }
+
+    /// A SUBSCRIBE's filters with their QoS: one verdict per filter.
+    fn check_subscribe(&self, client: &Client<'_>, filters: &[(&str, QoS)]) -> Check<Vec<bool>> {
+        Check::Now(
+            filters
+                .iter()
+                .map(|(f, _)| self.can_subscribe(client, f))
+                .collect(),
+        )
+    }
 }
 
 /// Everything is allowed.
@@ -110,13 +175,13 @@ pub trait Authorizer: Send + Sync + 'static {
 pub struct AllowAll;
 
 impl Authorizer for AllowAll {
-    fn can_publish(&self, _: &str, _: Option<&str>, _: &str) -> bool {
+    fn can_publish(&self, _: &Client<'_>, _: &str) -> bool {
         true
     }
-    fn can_subscribe(&self, _: &str, _: Option<&str>, _: &str) -> bool {
+    fn can_subscribe(&self, _: &Client<'_>, _: &str) -> bool {
         true
     }
-    fn can_read(&self, _: &str, _: Option<&str>, _: &str) -> bool {
+    fn can_read(&self, _: &Client<'_>, _: &str) -> bool {
         true
     }
     fn restricts(&self) -> bool {
@@ -145,14 +210,18 @@ pub enum AuthError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The webhooks.
+    #[error(transparent)]
+    Webhooks(#[from] webhook::WebhookError),
 }
 
 /// An authenticator and an authorizer, as the broker holds them.
 pub type AuthPair = (Arc<dyn Authenticator>, Arc<dyn Authorizer>);
 
-/// The authenticator and authorizer that `[auth]` describes. Files are
-/// loaded now (errors name the file) and reloaded when they change.
-pub fn from_config(cfg: &AuthConfig) -> Result<AuthPair, AuthError> {
+/// The authenticator and authorizer that `[auth]` describes: webhooks (if
+/// any) in front of the files. Files are loaded now (errors name the file)
+/// and reloaded when they change.
+pub fn from_config(cfg: &AuthConfig, metrics: &Metrics) -> Result<AuthPair, AuthError> {
     let passwords = match &cfg.password_file {
         Some(path) => Some(
             files::Reloading::watch(path.clone(), |p| password::PasswordFile::load(p, false))
@@ -182,7 +251,24 @@ pub fn from_config(cfg: &AuthConfig) -> Result<AuthPair, AuthError> {
         }
         None => Arc::new(AllowAll),
     };
-    Ok((authn, authz))
+    let hooks = webhook::Webhooks::from_config(
+        &cfg.webhooks,
+        cfg.webhook_cache_max_entries,
+        metrics.webhooks.clone(),
+    )?;
+    Ok(match hooks {
+        None => (authn, authz),
+        Some(hooks) => (
+            Arc::new(webhook::HookAuthenticator {
+                hooks: hooks.clone(),
+                inner: authn,
+            }),
+            Arc::new(webhook::HookAuthorizer {
+                hooks,
+                inner: authz,
+            }),
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -195,6 +281,7 @@ mod tests {
             username: user,
             password: None,
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            clean_start: true,
             cert_cn: None,
             method,
             data: None,

@@ -8,6 +8,7 @@
 
 use crate::auth::{AllowAll, AnonymousAuth, Authenticator, Authorizer};
 use crate::config::Config;
+use crate::knobs::Knobs;
 use crate::metrics::Metrics;
 use crate::retained::RetainedStore;
 use crate::routes::{LocalOnly, RemoteRoutes};
@@ -26,11 +27,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+mod manage;
 mod publish;
 mod restore;
+mod stats;
 mod transfer;
 
 pub use restore::Restored;
+pub use stats::SessionStats;
 
 use transfer::housekeeping;
 
@@ -57,6 +61,26 @@ pub(crate) struct SessionState {
     pub connected_at: u64,
     /// What of the session is in the durable store (`None`: no store).
     pub(crate) track: Option<Box<Track>>,
+    /// The current (or last) connection, as the admin API shows it.
+    pub conn: Option<ConnMeta>,
+    /// The owner a management request disconnected (its connection closes
+    /// with 0x98 administrative action rather than 0x8E).
+    pub admin_kick: Option<u64>,
+}
+
+/// What the admin API shows of a session's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnMeta {
+    /// The authenticated user name.
+    pub username: Option<String>,
+    /// The client's address (forwarded by a PROXY header, if any).
+    pub peer: std::net::SocketAddr,
+    /// "tcp", "tls", "ws" or "wss".
+    pub listener: &'static str,
+    /// Protocol level: 3 (3.1), 4 (3.1.1) or 5.
+    pub protocol: u8,
+    /// The CONNECT's clean start / clean session flag.
+    pub clean_start: bool,
 }
 
 pub(crate) struct Owner {
@@ -80,15 +104,18 @@ impl SessionCell {
                 ended: false,
                 offline_since: Some(now_ms()),
                 connected_at: 0,
+                conn: None,
+                admin_kick: None,
             }),
             notify: Notify::new(),
             online: AtomicBool::new(false),
         })
     }
 
-    /// A copy of the session's exportable state.
+    /// A copy of the session's exportable state, its whole queue
+    /// included (messages spilled to the store are read back).
     pub fn export(&self) -> SessionData {
-        self.state.lock().data.clone()
+        self.state.lock().export()
     }
 
     /// True while a connection owns the session.
@@ -145,6 +172,9 @@ pub struct Broker {
     shared_rr: DashMap<(Arc<str>, Arc<str>), AtomicUsize>,
     next_owner: AtomicU64,
     store: Arc<dyn Store>,
+    knobs: Knobs,
+    listeners: OnceLock<crate::admin::Listeners>,
+    status_sampler: OnceLock<crate::admin::status::Sampler>,
 }
 
 impl Broker {
@@ -180,6 +210,9 @@ impl Broker {
     ) -> Arc<Broker> {
         let broker = Arc::new(Broker {
             node: Arc::from(config.node_name()),
+            knobs: Knobs::new(&config),
+            listeners: OnceLock::new(),
+            status_sampler: OnceLock::new(),
             config,
             metrics,
             sessions: DashMap::new(),
@@ -202,6 +235,32 @@ impl Broker {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The runtime knobs (`POST /api/v1/set`).
+    pub fn knobs(&self) -> &Knobs {
+        &self.knobs
+    }
+
+    /// Registers the client listeners (once, by the server), for the admin API.
+    pub fn set_listeners(&self, listeners: crate::admin::Listeners) {
+        let _ = self.listeners.set(listeners);
+    }
+
+    /// Registers the status page's rate sampler, so that peers asking over
+    /// the mesh get this node's numbers (first registration wins).
+    pub fn set_status_sampler(&self, sampler: crate::admin::status::Sampler) {
+        let _ = self.status_sampler.set(sampler);
+    }
+
+    /// The status page's rate sampler, if the admin listener runs.
+    pub fn status_sampler(&self) -> Option<&crate::admin::status::Sampler> {
+        self.status_sampler.get()
+    }
+
+    /// The client listeners, if a server registered them.
+    pub fn listeners(&self) -> Option<&crate::admin::Listeners> {
+        self.listeners.get()
     }
 
     /// The metrics.
@@ -258,11 +317,22 @@ impl Broker {
     /// over from a live connection (kicking it), discards it on clean start,
     /// or resumes it. Cancels a pending delayed will.
     pub fn attach(&self, client_id: &ClientId, clean_start: bool) -> Attached {
+        self.attach_with(client_id, clean_start, CancellationToken::new())
+    }
+
+    /// [`attach`](Self::attach) with the token to cancel when the session
+    /// is taken over: a connection passes one it already waits on (a child
+    /// of the server's shutdown token), so it needs no second one.
+    pub fn attach_with(
+        &self,
+        client_id: &ClientId,
+        clean_start: bool,
+        kicked: CancellationToken,
+    ) -> Attached {
         if let Some((_, token)) = self.pending_wills.remove(client_id) {
             token.cancel();
         }
         let owner_id = self.next_owner.fetch_add(1, Ordering::Relaxed);
-        let kicked = CancellationToken::new();
         let owner = Owner {
             id: owner_id,
             kick: kicked.clone(),
@@ -462,5 +532,7 @@ pub(crate) fn with_matches<R>(f: impl FnOnce(&mut Matches) -> R) -> R {
     })
 }
 
+#[cfg(test)]
+mod spill_tests;
 #[cfg(test)]
 mod tests;

@@ -220,15 +220,15 @@ impl Broker {
         let online = st.owner.is_some();
         let qos = d.qos;
         let mut limit = if online {
-            self.config.mqtt.max_online_messages
+            self.knobs.max_online_messages()
         } else {
-            self.config.mqtt.max_offline_messages
+            self.knobs.max_offline_messages()
         };
         // Backpressure (see `limits`): QoS 1/2 to a full online queue is
         // kept, up to the headroom, and the publisher is told to slow down.
-        let full = online && qos != QoS::AtMostOnce && st.data.queue.len() >= limit;
+        let full = online && qos != QoS::AtMostOnce && st.queue_len() >= limit;
         if full {
-            limit = limit.saturating_add(self.config.limits.qos_queue_headroom);
+            limit = limit.saturating_add(self.knobs.qos_queue_headroom());
         }
         let outcome = st.enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
         drop(st);

@@ -1,5 +1,6 @@
 //! Start-up from the durable store: sessions (subscriptions back in the
-//! table, queue in order, in-flight QoS 2 with their packet ids, QoS 2 ids
+//! table, queue in order up to the in-memory cap — the rest is read back
+//! as it drains — in-flight QoS 1/2 with their packet ids, QoS 2 ids
 //! received) and retained messages, expired ones purged; and the
 //! durability wait the publish path adds to QoS 1/2 acknowledgements.
 
@@ -55,7 +56,7 @@ impl Broker {
                 r.expired += 1;
                 continue;
             }
-            r.messages += s.messages.len();
+            r.messages += s.messages.len() + s.spilled;
             r.sessions += 1;
             self.restore_session(s, since, now, &mut r.expired);
         }
@@ -76,7 +77,8 @@ impl Broker {
         let mut queue = VecDeque::new();
         let mut inflight = HashMap::new();
         for (seq, pkid, d) in s.messages {
-            if pkid != 0 && d.qos == QoS::ExactlyOnce {
+            if pkid != 0 {
+                // Sent before the crash: again first, with DUP and its id.
                 inflight.insert(pkid, seq);
                 data.inflight.push_back((pkid, Inflight::Sent(d)));
             } else if d.msg.expired(now) {
@@ -87,7 +89,8 @@ impl Broker {
                 data.queue.push_back(d);
             }
         }
-        let track = Track::restored(&self.store, queue, inflight, s.meta);
+        let spill = (s.spilled, s.spill_from);
+        let track = Track::restored(&self.store, queue, inflight, s.meta, spill);
         let cell = SessionCell::with_track(Some(track), data);
         cell.state.lock().offline_since = Some(since);
         let subs: Vec<_> = cell

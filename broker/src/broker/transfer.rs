@@ -65,7 +65,7 @@ impl Broker {
         }
         cell.online.store(false, Ordering::Relaxed);
         st.ended = true;
-        let data = keep.then(|| st.data.clone());
+        let data = keep.then(|| st.export());
         self.drop_subscriptions(&mut st.data);
         st.save();
         data

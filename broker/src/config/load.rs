@@ -14,9 +14,15 @@ use toml::{Table, Value};
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "TERN_";
 
-/// `TERN_…` variables that are not configuration keys: the log filter and
-/// the binary's bound-addresses file.
-pub const RESERVED_ENV_VARS: &[&str] = &["TERN_LOG", "TERN_BOUND_ADDRS_FILE"];
+/// `TERN_…` variables that are not configuration keys: the log filter,
+/// the binary's bound-addresses file, and what `tern admin` reads.
+pub const RESERVED_ENV_VARS: &[&str] = &[
+    "TERN_LOG",
+    "TERN_BOUND_ADDRS_FILE",
+    "TERN_ADMIN_URL",
+    "TERN_ADMIN_API_KEY",
+    "TERN_ADMIN_API_KEY_FILE",
+];
 
 /// Largest MQTT packet: 268,435,455 bytes of remaining length plus a
 /// 5-byte fixed header.
@@ -180,11 +186,23 @@ impl Config {
                       #   sessions to peers, leave); server_reference, when set, sends 5.0 clients\n\
                       #   DISCONNECT 0x9C \"use another server\" with that reference.\n\
                       #\n\
-                      # [storage]: durable state. storage.dir (unset: memory only) is the data\n\
+                      # [storage]: durable state. storage.dir (unset or empty: memory only) is the data\n\
                       #   directory; durability = \"group\" | \"fsync\" | \"none\";\n\
-                      #   group_commit_ms: the group-commit interval. See README, Durable state.\n\n";
+                      #   group_commit_ms: the group-commit interval;\n\
+                      #   max_in_memory_per_session: queued messages of a session kept in memory,\n\
+                      #     the rest read back from the store as the queue drains. See README, Durable state.\n\
+                      #\n\
+                      # [admin]: api_keys = [{ key = \"...\", scopes = [\"mgmt\", \"metrics\", \"status\"] }]\n\
+                      #   and/or api_keys_file (one `KEY SCOPE[,SCOPE]` per line, re-read on change).\n\
+                      #   /api/v1 and /log-level need a mgmt key; require_key_for = [\"metrics\", \"status\"]\n\
+                      #   closes those too. loopback_without_key: with no mgmt key configured,\n\
+                      #   loopback clients may manage without one. See README, Management API.\n\n";
         match toml::to_string(&Config::default()) {
-            Ok(body) => format!("{header}{}{body}", super::edge::EDGE_DOC),
+            Ok(body) => format!(
+                "{header}{}{}{body}",
+                super::edge::EDGE_DOC,
+                super::webhooks::WEBHOOKS_DOC
+            ),
             // Unreachable for the plain data in `Config`, but never panic.
             Err(e) => format!("{header}# cannot render the defaults: {e}\n"),
         }
@@ -194,6 +212,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.discovery.validate()?;
         self.storage.validate()?;
+        self.auth.validate()?;
+        self.admin.validate()?;
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
         let m = &self.mqtt;

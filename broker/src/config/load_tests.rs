@@ -273,3 +273,23 @@ fn cluster_rules_are_validated() {
     c.cluster.peer_timeout_ms = c.cluster.heartbeat_ms;
     assert_eq!(invalid_key(&c), "cluster.peer_timeout_ms");
 }
+
+#[test]
+fn storage_dir_and_memory_cap_from_env() {
+    let set = env(&[
+        ("TERN_STORAGE__DIR", "/var/lib/tern"),
+        ("TERN_STORAGE__MAX_IN_MEMORY_PER_SESSION", "50"),
+    ]);
+    let cfg = Config::load(None, &set).expect("loads");
+    assert_eq!(
+        cfg.storage.data_dir(),
+        Some(std::path::Path::new("/var/lib/tern"))
+    );
+    assert_eq!(cfg.storage.max_in_memory_per_session, 50);
+    let off = Config::load(None, &env(&[("TERN_STORAGE__DIR", "")])).expect("loads");
+    assert_eq!(off.storage.data_dir(), None, "empty: memory only");
+    assert_eq!(Config::default().storage.data_dir(), None);
+    let mut zero = Config::default();
+    zero.storage.max_in_memory_per_session = 0;
+    assert_eq!(invalid_key(&zero), "storage.max_in_memory_per_session");
+}

@@ -5,9 +5,13 @@
 //! Loading (file + `TERN_…` environment overrides + validation) lives in
 //! the `load` submodule.
 
+mod admin;
+pub use admin::*;
 pub mod discovery;
 mod storage;
 pub use storage::{Durability, StorageConfig};
+mod webhooks;
+pub use webhooks::{HookKind, WebhookConfig};
 mod edge;
 mod load;
 pub use edge::*;
@@ -145,25 +149,6 @@ impl Default for TlsListenerConfig {
     }
 }
 
-/// Admin HTTP listener.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// Whether to listen.
-    pub enabled: bool,
-    /// Bind address.
-    pub bind: SocketAddr,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            enabled: true,
-            bind: SocketAddr::from(([0, 0, 0, 0], 8888)),
-        }
-    }
-}
-
 /// What to drop when a session's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -256,6 +241,12 @@ pub struct AuthConfig {
     /// ACL file in the Mosquitto/VerneMQ syntax; reloaded when it changes.
     /// Unset: every client may publish and subscribe to everything.
     pub acl_file: Option<PathBuf>,
+    /// Decisions each webhook keeps cached at most.
+    pub webhook_cache_max_entries: usize,
+    /// HTTP endpoints asked before the files; a `next` answer falls
+    /// through to them. From the environment: `hook=endpoint,…`.
+    #[serde(deserialize_with = "webhooks::webhooks_list")]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Default for AuthConfig {
@@ -264,7 +255,16 @@ impl Default for AuthConfig {
             allow_anonymous: true,
             password_file: None,
             acl_file: None,
+            webhook_cache_max_entries: 100_000,
+            webhooks: Vec::new(),
         }
+    }
+}
+
+impl AuthConfig {
+    /// Checks the webhooks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        webhooks::validate(&self.webhooks, self.webhook_cache_max_entries)
     }
 }
 

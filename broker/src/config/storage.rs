@@ -24,12 +24,17 @@ pub enum Durability {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Data directory; unset keeps all state in memory only.
+    /// Data directory; unset or empty keeps all state in memory only (an
+    /// empty `TERN_STORAGE__DIR=` turns off an image's default).
     pub dir: Option<PathBuf>,
     /// Durability policy.
     pub durability: Durability,
     /// Group-commit interval, milliseconds (1..=1000).
     pub group_commit_ms: u64,
+    /// With a `dir`: messages of one persistent session's queue kept in
+    /// memory; the rest stay in the store only and are read back in
+    /// batches as the queue drains. Without a `dir` it has no effect.
+    pub max_in_memory_per_session: usize,
 }
 
 impl Default for StorageConfig {
@@ -38,17 +43,29 @@ impl Default for StorageConfig {
             dir: None,
             durability: Durability::Group,
             group_commit_ms: 2,
+            max_in_memory_per_session: 1000,
         }
     }
 }
 
 impl StorageConfig {
+    /// The data directory, if state is to be kept (set and non-empty).
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref().filter(|d| !d.as_os_str().is_empty())
+    }
+
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=1000).contains(&self.group_commit_ms) {
             return Err(ConfigError::Invalid {
                 key: "storage.group_commit_ms",
                 message: format!("must be between 1 and 1000, got {}", self.group_commit_ms),
+            });
+        }
+        if self.max_in_memory_per_session == 0 {
+            return Err(ConfigError::Invalid {
+                key: "storage.max_in_memory_per_session",
+                message: "must be at least 1".into(),
             });
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! session expiry, and claiming the session. Pure decisions where possible.
 
 use super::{ConnInfo, FLUSH_TIMEOUT};
-use crate::auth::{AuthDecision, AuthRequest, Denied};
+use crate::auth::{AuthDecision, AuthRequest, Client, Denied, PublishInfo};
 use crate::broker::{Attached, Broker};
 use crate::codec::{self, reason, ConnAck, Connect, Packet, Properties, Protocol};
 use crate::config::Config;
@@ -11,6 +11,7 @@ use crate::trie::ClientId;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 /// A refused CONNECT: the CONNACK code to send before closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +145,7 @@ pub(crate) async fn accept(
     c: Connect,
     info: &ConnInfo,
     broker: &Broker,
+    kick: CancellationToken,
 ) -> Result<Accepted, Refusal> {
     let config = broker.config();
     let p = c.protocol;
@@ -166,6 +168,7 @@ pub(crate) async fn accept(
             username: c.username.as_deref(),
             password: c.password.as_deref(),
             peer: info.peer,
+            clean_start: c.clean_start,
             cert_cn: info.cert_cn.as_deref(),
             method: c.properties.authentication_method.as_deref(),
             data: c.properties.authentication_data.as_ref(),
@@ -181,10 +184,18 @@ pub(crate) async fn accept(
         }
     };
     if let Some(w) = &c.will {
-        if !broker
-            .authz()
-            .can_publish(&client_id, username.as_deref(), &w.topic)
-        {
+        let client = Client {
+            client_id: &client_id,
+            username: username.as_deref(),
+            addr: info.peer.ip(),
+        };
+        let will = PublishInfo {
+            topic: &w.topic,
+            qos: w.qos,
+            retain: w.retain,
+            payload: &w.payload,
+        };
+        if !broker.authz().check_publish(&client, &will).decide().await {
             return Err(refuse(
                 p,
                 reason::NOT_AUTHORIZED,
@@ -220,11 +231,18 @@ pub(crate) async fn accept(
             ));
         }
     }
-    let attached = broker.attach(&client_id, c.clean_start);
+    let attached = broker.attach_with(&client_id, c.clean_start, kick);
     {
         let mut st = attached.cell.state.lock();
         st.data.expiry_interval = expiry;
         st.data.will = will.clone();
+        st.conn = Some(crate::broker::ConnMeta {
+            username: username.clone(),
+            peer: info.peer,
+            listener: info.listener,
+            protocol: p.level(),
+            clean_start: c.clean_start,
+        });
         st.save();
     }
     let mut props = Properties::default();
@@ -251,7 +269,9 @@ pub(crate) async fn accept(
             .properties
             .maximum_packet_size
             .map_or(usize::MAX, |m| m as usize),
-        out_window: client_rm.min(usize::from(config.mqtt.max_inflight)).max(1),
+        out_window: client_rm
+            .min(usize::from(broker.knobs().max_inflight()))
+            .max(1),
         out_alias_max: if p.is_v5() {
             c.properties.topic_alias_maximum.unwrap_or(0)
         } else {

@@ -1,8 +1,9 @@
 //! Packets from the client after CONNECT: PUBLISH and its acks in both
 //! directions, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT, AUTH.
 
+use super::authorize::{AckAfter, HeldPublish, HeldSubscribe, Pending};
 use super::{Close, Conn};
-use crate::auth::BoxFuture;
+use crate::auth::{BoxFuture, Check, PublishInfo};
 use crate::broker::CloseKind;
 use crate::codec::{
     reason, Packet, Properties, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -22,34 +23,11 @@ fn ack(pkid: u16, reason: u8) -> PubResp {
     }
 }
 
-/// An acknowledgement that waits for remote nodes to hold a message.
-pub(super) struct Pending {
-    /// Completes once every target node holds the message.
-    pub remote: BoxFuture<'static, ()>,
-    /// Then a PUBREC (QoS 2) or PUBACK (QoS 1) is sent.
-    pub qos2: bool,
-    /// Its packet id.
-    pub pkid: u16,
-    /// Its reason code.
-    pub reason: u8,
-}
-
-impl Pending {
-    /// The acknowledgement to send once `remote` completes.
-    pub(super) fn ack(&self) -> Packet {
-        let a = ack(self.pkid, self.reason);
-        if self.qos2 {
-            Packet::PubRec(a)
-        } else {
-            Packet::PubAck(a)
-        }
-    }
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// Handles one packet. Synchronous on purpose: no packet lives across an
-    /// `.await`, which keeps every connection's future small; the one wait
-    /// (remote acknowledgement of a QoS 1/2 forward) is returned as [`Pending`].
+    /// `.await`, which keeps every connection's future small; the waits
+    /// (remote acknowledgement of a QoS 1/2 forward, an authorizer asking a
+    /// remote service) are returned as [`Pending`], the packet boxed in it.
     pub(super) fn handle(&mut self, p: Packet) -> Result<Option<Pending>, Close> {
         match p {
             Packet::Publish(p) => self.on_publish(p),
@@ -92,7 +70,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 }
                 Ok(None)
             }
-            Packet::Subscribe(s) => self.on_subscribe(s).map(|()| None),
+            Packet::Subscribe(s) => self.on_subscribe(s),
             Packet::Unsubscribe(u) => self.on_unsubscribe(u).map(|()| None),
             Packet::PingReq => self.send(&Packet::PingResp).map(|()| None),
             Packet::Disconnect(d) => self.on_disconnect(d.reason, &d.properties).map(|()| None),
@@ -128,13 +106,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
         if p.topic.is_empty() {
             return self
-                .in_aliases
-                .get(&alias)
+                .aliases
+                .as_ref()
+                .and_then(|a| a.inbound.get(&alias))
                 .cloned()
                 .ok_or_else(|| Close::protocol(reason::PROTOCOL_ERROR, "unknown topic alias"));
         }
         let topic: Arc<str> = Arc::from(std::mem::take(&mut p.topic));
-        self.in_aliases.insert(alias, topic.clone());
+        let aliases = self.aliases.get_or_insert_default();
+        aliases.inbound.insert(alias, topic.clone());
         Ok(topic)
     }
 
@@ -174,11 +154,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     .map(|()| None),
             };
         }
-        if !self
-            .broker
-            .authz()
-            .can_publish(&self.client_id, self.username.as_deref(), &topic)
-        {
+        let info = PublishInfo {
+            topic: &topic,
+            qos: p.qos,
+            retain: p.retain,
+            payload: &p.payload,
+        };
+        match self.broker.authz().check_publish(&self.client(), &info) {
+            Check::Now(allowed) => self.publish_decided(allowed, p, topic),
+            Check::Later(verdict) => Ok(Some(Pending::Publish(Box::new(HeldPublish {
+                verdict,
+                publish: p,
+                topic,
+            })))),
+        }
+    }
+
+    /// The rest of a PUBLISH once authorization has decided.
+    pub(super) fn publish_decided(
+        &mut self,
+        allowed: bool,
+        p: Publish,
+        topic: Arc<str>,
+    ) -> Result<Option<Pending>, Close> {
+        if !allowed {
             tracing::info!(topic = %topic, "publish not authorized");
             // 5.0 says so in the ack; 3.x has no way to, so the message is
             // acknowledged and dropped (§4.x of each spec leaves this to the server).
@@ -265,18 +264,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         pkid: u16,
         reason: u8,
     ) -> Result<Option<Pending>, Close> {
-        let mut pending = Pending {
-            remote: Box::pin(std::future::ready(())),
-            qos2,
-            pkid,
-            reason,
-        };
+        let a = ack(pkid, reason);
         match remote {
-            Some(remote) => {
-                pending.remote = remote;
-                Ok(Some(pending))
-            }
-            None => self.send(&pending.ack()).map(|()| None),
+            Some(remote) => Ok(Some(Pending::Ack(AckAfter {
+                remote,
+                qos2,
+                pkid,
+                reason,
+            }))),
+            None if qos2 => self.send(&Packet::PubRec(a)).map(|()| None),
+            None => self.send(&Packet::PubAck(a)).map(|()| None),
         }
     }
 
@@ -288,32 +285,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
     }
 
-    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<Option<Pending>, Close> {
         if s.properties.subscription_identifiers.len() > 1 {
             return Err(Close::protocol(
                 reason::PROTOCOL_ERROR,
                 "several subscription identifiers",
             ));
         }
-        let identifier = s.properties.subscription_identifiers.first().copied();
         if !self.broker.remote().allows(Operation::Subscribe) {
-            return self.send(&Packet::SubAck(SubAck {
-                pkid: s.pkid,
-                reasons: vec![reason::UNSPECIFIED_ERROR; s.filters.len()],
-                properties: Properties::default(),
-            }));
+            return self
+                .send(&Packet::SubAck(SubAck {
+                    pkid: s.pkid,
+                    reasons: vec![reason::UNSPECIFIED_ERROR; s.filters.len()],
+                    properties: Properties::default(),
+                }))
+                .map(|()| None);
         }
-        let mut reasons = Vec::with_capacity(s.filters.len());
-        let mut retained = Vec::new();
-        for f in &s.filters {
-            if !topic::valid_topic_filter(&f.filter) || self.too_deep(&f.filter) {
-                reasons.push(if self.protocol.is_v5() {
+        let local: Vec<Option<u8>> = s
+            .filters
+            .iter()
+            .map(|f| {
+                let bad = !topic::valid_topic_filter(&f.filter) || self.too_deep(&f.filter);
+                bad.then_some(if self.protocol.is_v5() {
                     reason::TOPIC_FILTER_INVALID
                 } else {
                     0x80
-                });
+                })
+            })
+            .collect();
+        // The filters that passed the local checks are asked about together.
+        let asked: Vec<(&str, QoS)> = s
+            .filters
+            .iter()
+            .zip(&local)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(f, _)| (f.filter.as_str(), f.options.qos))
+            .collect();
+        let check = self.broker.authz().check_subscribe(&self.client(), &asked);
+        drop(asked);
+        match check {
+            Check::Now(verdicts) => self.subscribe_decided(s, local, verdicts).map(|()| None),
+            Check::Later(verdicts) => Ok(Some(Pending::Subscribe(Box::new(HeldSubscribe {
+                verdicts,
+                subscribe: s,
+                local,
+            })))),
+        }
+    }
+
+    /// The rest of a SUBSCRIBE once authorization has decided: `local`
+    /// holds each filter's refusal by the local checks, `verdicts` the
+    /// authorizer's answer for each filter that passed them.
+    pub(super) fn subscribe_decided(
+        &mut self,
+        s: Subscribe,
+        local: Vec<Option<u8>>,
+        verdicts: Vec<bool>,
+    ) -> Result<(), Close> {
+        let identifier = s.properties.subscription_identifiers.first().copied();
+        let mut verdicts = verdicts.into_iter();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (f, refused) in s.filters.iter().zip(local) {
+            if let Some(code) = refused {
+                reasons.push(code);
                 continue;
             }
+            // A short answer refuses what it does not cover.
+            let allowed = verdicts.next().unwrap_or(false);
             if self.too_many_subscriptions(&f.filter) {
                 reasons.push(if self.protocol.is_v5() {
                     reason::QUOTA_EXCEEDED
@@ -322,11 +361,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 });
                 continue;
             }
-            if !self.broker.authz().can_subscribe(
-                &self.client_id,
-                self.username.as_deref(),
-                &f.filter,
-            ) {
+            if !allowed {
                 tracing::info!(filter = %f.filter, "subscription not authorized");
                 reasons.push(if self.protocol.is_v5() {
                     reason::NOT_AUTHORIZED
@@ -379,7 +414,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// A name or filter with more levels than `limits.max_topic_levels`
     /// (counted; the `$share/group/` prefix is not counted).
     fn too_deep(&self, name: &str) -> bool {
-        let max = self.broker.config().limits.max_topic_levels;
+        let max = self.broker.knobs().max_topic_levels();
         let name = topic::parse_shared(name).map_or(name, |(_, f)| f);
         let deep = max > 0 && name.split('/').count() > max;
         if deep {
@@ -391,7 +426,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     /// A new filter for a session already at `limits.max_subscriptions_per_client`.
     fn too_many_subscriptions(&self, filter: &str) -> bool {
-        let max = self.broker.config().limits.max_subscriptions_per_client;
+        let max = self.broker.knobs().max_subscriptions_per_client();
         if max == 0 {
             return false;
         }

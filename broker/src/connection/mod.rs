@@ -3,8 +3,11 @@
 //! writes that buffer in one call per round (batching many packets per
 //! syscall). Keep-alive, takeover and shutdown are branches of one `select!`.
 
+mod acks;
+mod authorize;
 mod handshake;
 mod inbound;
+mod keepalive;
 mod outbound;
 mod throttle;
 
@@ -14,13 +17,14 @@ use crate::session::Will;
 use crate::trie::ClientId;
 use bytes::BytesMut;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// What the listener knows about a connection before CONNECT.
 #[derive(Debug, Clone)]
@@ -39,15 +43,65 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const WBUF_HIGH: usize = 64 * 1024;
 /// Smallest read reservation: small, so that idle connections stay cheap.
 const READ_MIN: usize = 512;
+/// What `read_buf` reserves in an empty buffer: a quiet connection's read
+/// that fills it is a sign of traffic, and grows the next reservation.
+const QUIET_READ: usize = 64;
+/// A connection that neither read nor wrote for this long releases its
+/// buffers (checked through the shared timer, at most once per period).
+const TRIM_MS: u64 = 1000;
 
 /// Serves one client connection until it closes, the protocol ends it, or
 /// `shutdown` is cancelled (then 5.0 clients get DISCONNECT 0x8B first).
-pub async fn serve<S>(stream: S, info: ConnInfo, broker: Arc<Broker>, shutdown: CancellationToken)
+pub fn serve<S>(
+    stream: S,
+    info: ConnInfo,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let span = tracing::info_span!("conn", peer = %info.peer, listener = info.listener, client_id = tracing::field::Empty);
-    run(stream, info, broker, shutdown).instrument(span).await
+    // The arguments wait boxed (and freed) rather than inline for the
+    // connection's whole life.
+    let start = Box::new(Start {
+        io: stream,
+        info,
+        broker,
+        shutdown,
+    });
+    Traced {
+        inner: run(start),
+        // Boxed, and only where logging wants it: 8 bytes, not 40, inline.
+        span: (!span.is_disabled()).then(|| Box::new(span)),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The connection's future inside its span, if logging wants one.
+    struct Traced<F> {
+        #[pin]
+        inner: F,
+        span: Option<Box<tracing::Span>>,
+    }
+}
+
+impl<F: Future> Future for Traced<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.as_ref().map(|s| s.enter());
+        this.inner.poll(cx)
+    }
+}
+
+/// What a connection starts from.
+struct Start<S> {
+    io: S,
+    info: ConnInfo,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
 }
 
 /// Why the connection loop stopped.
@@ -68,6 +122,13 @@ impl Close {
     }
 }
 
+/// Topic aliases in both directions (boxed: most clients use none).
+#[derive(Default)]
+pub(crate) struct Aliases {
+    pub outbound: HashMap<Arc<str>, u16>,
+    pub inbound: HashMap<u16, Arc<str>>,
+}
+
 /// State of an accepted connection.
 pub(crate) struct Conn<S> {
     pub io: S,
@@ -79,52 +140,70 @@ pub(crate) struct Conn<S> {
     pub username: Option<String>,
     /// An authorizer that restricts anything: deliveries are checked.
     pub acl: bool,
+    /// The client's address (PROXY protocol source or socket peer), for
+    /// authorization.
+    pub peer: IpAddr,
     pub cell: Arc<SessionCell>,
     pub owner_id: u64,
-    pub will: Option<Will>,
+    pub will: Option<Box<Will>>,
     pub max_in_packet: usize,
     pub max_out_packet: usize,
     pub out_window: usize,
     pub out_alias_max: u16,
-    pub out_aliases: HashMap<Arc<str>, u16>,
-    pub in_aliases: HashMap<u16, Arc<str>>,
+    pub aliases: Option<Box<Aliases>>,
     read_hint: usize,
+    /// The server's shutdown token.
+    shutdown: CancellationToken,
+    /// Cancelled on shutdown (a child of `shutdown`) or when another
+    /// connection takes the session over: one wait covers both.
+    stop: CancellationToken,
+    /// 1.5 × the keep-alive in ms (0: none), when the client was last
+    /// heard from, and when the shared timer is due to wake us.
+    ka_ms: u64,
+    ka_heard: u64,
+    ka_due: u64,
+    /// When the shared timer is due to look at idle buffers (0: not set),
+    /// and whether the connection read or wrote since it was set.
+    trim_due: u64,
+    busy: bool,
     /// Publish rate, backpressure and slow-consumer state.
-    pub(crate) throttle: Box<throttle::Throttle>,
+    pub(crate) throttle: Option<Box<throttle::Throttle>>,
+    /// Acknowledgements waiting on remote nodes or the durable store.
+    acks: acks::Acks,
 }
 
-async fn run<S>(io: S, info: ConnInfo, broker: Arc<Broker>, shutdown: CancellationToken)
+async fn run<S>(start: Box<Start<S>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Boxed and dropped once done, so that the long-lived task holds only
     // `Conn` and the loop's state: idle connections stay small.
-    let Some((mut conn, keep_alive, kicked)) =
-        Box::pin(establish(io, info, broker, &shutdown)).await
-    else {
+    let Some(mut conn) = Box::pin(establish(start)).await else {
         return;
     };
-    let metrics = conn.broker.metrics().clone();
-    metrics.connections.inc();
-    metrics.connections_total.inc();
+    // One gauge, not a clone of every metric, lives as long as the loop.
+    let connections = conn.broker.metrics().connections.clone();
+    connections.inc();
+    conn.broker.metrics().connections_total.inc();
     conn.resend_inflight();
-    let close = conn.serve_loop(keep_alive, &kicked, &shutdown).await;
+    let close = conn.serve_loop().await;
+    let close = conn.admin_kicked(close);
     Box::pin(conn.finish(close)).await;
-    metrics.connections.dec();
+    connections.dec();
 }
 
 /// Reads CONNECT, runs the handshake and queues CONNACK. Returns the
-/// connection with its keep-alive and takeover token, or `None` if it was
-/// refused (and answered) or abandoned.
-async fn establish<S>(
-    mut io: S,
-    info: ConnInfo,
-    broker: Arc<Broker>,
-    shutdown: &CancellationToken,
-) -> Option<(Conn<S>, u16, CancellationToken)>
+/// connection, or `None` if it was refused (and answered) or abandoned.
+async fn establish<S>(start: Box<Start<S>>) -> Option<Conn<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Start {
+        mut io,
+        info,
+        broker,
+        shutdown,
+    } = *start;
     let max_in = broker.config().mqtt.max_packet_size as usize;
     // `limits.connect_timeout_secs`: a socket that sends no CONNECT is closed.
     let connect_timeout = Duration::from_secs(broker.config().limits.connect_timeout_secs);
@@ -145,6 +224,7 @@ where
     };
     broker.metrics().bytes_in.inc_by(read);
     let protocol = connect.protocol;
+    let stop = shutdown.child_token();
     let accepted = match throttle::over_memory(&broker) {
         true => {
             broker.metrics().edge.memory_refused.inc();
@@ -153,7 +233,7 @@ where
                 why: "memory watermark exceeded",
             })
         }
-        false => handshake::accept(connect, &info, &broker).await,
+        false => handshake::accept(connect, &info, &broker, stop.clone()).await,
     };
     let accepted = match accepted {
         Ok(a) => a,
@@ -178,7 +258,10 @@ where
         keep_alive = accepted.keep_alive,
         "connected"
     );
-    let kicked = accepted.attached.kicked.clone();
+    if rbuf.is_empty() {
+        // The handshake's buffer goes; reads start quiet.
+        rbuf = BytesMut::new();
+    }
     let mut conn = Conn {
         io,
         rbuf,
@@ -187,24 +270,32 @@ where
         client_id: accepted.client_id,
         username: accepted.username,
         acl: broker.authz().restricts(),
+        peer: info.peer.ip(),
         cell: accepted.attached.cell,
         owner_id: accepted.attached.owner_id,
-        will: accepted.will,
+        will: accepted.will.map(Box::new),
         max_in_packet: max_in,
         max_out_packet: accepted.max_out_packet,
         out_window: accepted.out_window,
         out_alias_max: accepted.out_alias_max,
-        out_aliases: HashMap::new(),
-        in_aliases: HashMap::new(),
+        aliases: None,
         read_hint: READ_MIN,
+        shutdown,
+        stop,
+        ka_ms: u64::from(accepted.keep_alive) * 1500,
+        ka_heard: 0,
+        ka_due: 0,
+        trim_due: 0,
+        busy: false,
         throttle: throttle::Throttle::new(&broker.config().limits),
+        acks: acks::Acks::default(),
         broker,
     };
     if let Err(close) = conn.send(&Packet::ConnAck(accepted.connack)) {
         Box::pin(conn.finish(close)).await;
         return None;
     }
-    Some((conn, accepted.keep_alive, kicked))
+    Some(conn)
 }
 
 /// Reads until a whole first packet is decoded; returns it with the bytes read.
@@ -241,17 +332,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         })
     }
 
-    async fn serve_loop(
-        &mut self,
-        keep_alive: u16,
-        kicked: &CancellationToken,
-        shutdown: &CancellationToken,
-    ) -> Close {
-        // A client must send something within 1.5 × its keep-alive.
-        let ka = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-        let far = Duration::from_secs(86_400 * 365);
-        let ka_sleep = tokio::time::sleep(ka.unwrap_or(far));
-        tokio::pin!(ka_sleep);
+    /// Why `stop` was cancelled.
+    fn stopped(&self) -> Close {
+        if self.shutdown.is_cancelled() {
+            shutting_down()
+        } else {
+            taken_over()
+        }
+    }
+
+    async fn serve_loop(&mut self) -> Close {
+        if self.ka_ms > 0 {
+            self.ka_heard = keepalive::now_ms();
+            self.ka_due = self.ka_heard + self.ka_ms;
+            keepalive::wake_at(self.ka_due, &self.cell);
+        }
         loop {
             let more = self.fill_wbuf();
             let stall = match self.stall_check(!self.wbuf.is_empty()) {
@@ -259,54 +354,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 Err(close) => return close,
             };
             if !self.wbuf.is_empty() {
-                let slow = self.slow_timeout();
-                tokio::select! {
-                    // Biased so that a write that completes at once never
-                    // arms the slow-consumer timer.
-                    biased;
-                    r = self.io.write_all(&self.wbuf) => match r {
-                        Ok(()) => {
-                            self.broker.metrics().bytes_out.inc_by(self.wbuf.len() as u64);
-                            self.wbuf.clear();
-                            if self.wbuf.capacity() > 4 * WBUF_HIGH {
-                                self.wbuf = BytesMut::new();
-                            }
-                        }
-                        Err(_) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "write failed" },
-                    },
-                    _ = kicked.cancelled() => return taken_over(),
-                    _ = shutdown.cancelled() => return shutting_down(),
-                    // A client that takes nothing for this long is not reading.
-                    _ = tokio::time::sleep(slow) => return throttle::slow_consumer(),
+                if let Err(close) = self.write_out().await {
+                    return close;
                 }
             }
-            if self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
+            // A released read buffer stays released until bytes arrive:
+            // `read_buf` then reserves only 64 bytes, and larger reservations
+            // follow once bytes flow (idle connections stay small).
+            let quiet = self.rbuf.capacity() == 0;
+            if !quiet && self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
                 self.rbuf.reserve(self.read_hint);
             }
+            if self.trim_due == 0 && (self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0) {
+                // Buffers are held: look again after a quiet period.
+                self.trim_due = keepalive::now_ms() + TRIM_MS;
+                self.busy = false;
+                keepalive::wake_at(self.trim_due, &self.cell);
+            }
             let hold = self.read_hold();
-            if hold.is_none() && std::mem::take(&mut self.throttle.backlog) {
+            let backlog = hold.is_none()
+                && (self.throttle.as_mut()).is_some_and(|t| std::mem::take(&mut t.backlog));
+            if backlog {
                 // Input held back by the publish rate comes before new reads.
                 if let Err(close) = self.process_all_input().await {
                     return close;
                 }
                 continue;
             }
+            // Not reading on purpose (rate, backpressure, acks): the
+            // keep-alive is not held against the client meanwhile.
+            let reading = hold.is_none() && !self.acks.is_full();
             let wake = match (hold, stall) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return shutting_down(),
-                _ = kicked.cancelled() => return taken_over(),
-                r = self.io.read_buf(&mut self.rbuf), if hold.is_none() => match r {
+                _ = self.stop.cancelled() => return self.stopped(),
+                _ = self.acks.progress(), if self.acks.waiting() => {
+                    if let Err(close) = self.release_acks().await {
+                        return close;
+                    }
+                }
+                r = self.io.read_buf(&mut self.rbuf), if reading => match r {
                     Ok(0) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "closed by client" },
                     Ok(n) => {
+                        self.busy = true;
                         self.broker.metrics().bytes_in.inc_by(n as u64);
                         // Grow reads for busy clients, stay small for quiet ones.
-                        self.read_hint = if n >= self.read_hint { (self.read_hint * 2).min(64 * 1024) } else { READ_MIN.max(self.read_hint / 2) };
-                        if let Some(ka) = ka {
-                            ka_sleep.as_mut().reset(Instant::now() + ka);
+                        self.read_hint = if n >= self.read_hint || (quiet && n >= QUIET_READ) { (self.read_hint * 2).min(64 * 1024) } else { READ_MIN.max(self.read_hint / 2) };
+                        if self.ka_ms > 0 {
+                            self.ka_heard = keepalive::now_ms();
                         }
                         if let Err(close) = self.process_all_input().await {
                             return close;
@@ -317,32 +415,127 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     }
                     Err(_) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "read failed" },
                 },
-                _ = &mut ka_sleep => match (hold, ka) {
-                    // Not reading on purpose: the client is not to blame.
-                    (Some(_), Some(ka)) => ka_sleep.as_mut().reset(Instant::now() + ka),
-                    _ => return Close { kind: CloseKind::Abnormal, disconnect: Some(reason::KEEP_ALIVE_TIMEOUT), why: "keep-alive timeout" },
-                },
-                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
-                _ = self.cell.notify.notified() => {}
+                _ = throttle::timer(&mut self.throttle, wake) => {}
+                // New messages, or the shared timer (keep-alive, idle buffers).
+                _ = self.cell.notify.notified() => {
+                    if let Err(close) = self.keep_alive(reading) {
+                        return close;
+                    }
+                    self.trim_idle();
+                }
                 _ = std::future::ready(()), if more => {}
             }
         }
     }
 
+    /// The lazy keep-alive check, when the shared timer may have fired: a
+    /// client silent for 1.5 × its keep-alive is closed; otherwise the
+    /// timer is set again for the new deadline.
+    fn keep_alive(&mut self, reading: bool) -> Result<(), Close> {
+        if self.ka_ms == 0 {
+            return Ok(());
+        }
+        let now = keepalive::now_ms();
+        if now < self.ka_due {
+            return Ok(());
+        }
+        let due = self.ka_heard + self.ka_ms;
+        if now >= due {
+            if reading {
+                return Err(Close {
+                    kind: CloseKind::Abnormal,
+                    disconnect: Some(reason::KEEP_ALIVE_TIMEOUT),
+                    why: "keep-alive timeout",
+                });
+            }
+            // Not reading on purpose: the client is not to blame.
+            self.ka_heard = now;
+        }
+        self.ka_due = self.ka_heard + self.ka_ms;
+        keepalive::wake_at(self.ka_due, &self.cell);
+        Ok(())
+    }
+
+    /// When the shared timer looked in after a quiet period: buffers of a
+    /// connection that neither read nor wrote since are released, so an
+    /// idle connection holds none (a busy one keeps its capacity).
+    fn trim_idle(&mut self) {
+        if self.trim_due == 0 || keepalive::now_ms() < self.trim_due {
+            return;
+        }
+        self.trim_due = 0;
+        if std::mem::take(&mut self.busy) {
+            return;
+        }
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+            self.read_hint = READ_MIN;
+        }
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+        }
+    }
+
+    /// Writes the write buffer: at once if the socket takes it, else in a
+    /// boxed wait (so the long-lived future carries no timer for it).
+    async fn write_out(&mut self) -> Result<(), Close> {
+        let len = self.wbuf.len();
+        let done = std::future::poll_fn(|cx| Poll::Ready(self.write_now(cx))).await?;
+        if !done {
+            Box::pin(self.write_blocked()).await?;
+        }
+        self.broker.metrics().bytes_out.inc_by(len as u64);
+        self.busy = true;
+        if self.wbuf.capacity() > 4 * WBUF_HIGH {
+            self.wbuf = BytesMut::new();
+        } else {
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes as much as the socket takes now; true when all of it went.
+    fn write_now(&mut self, cx: &mut std::task::Context<'_>) -> Result<bool, Close> {
+        while !self.wbuf.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(n)) if n > 0 => bytes::Buf::advance(&mut self.wbuf, n),
+                Poll::Ready(_) => return Err(write_failed()),
+                Poll::Pending => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The rest of a write the socket did not take at once.
+    async fn write_blocked(&mut self) -> Result<(), Close> {
+        let slow = self.slow_timeout();
+        tokio::select! {
+            // Biased so that a write that completes at once never arms the
+            // slow-consumer timer.
+            biased;
+            r = self.io.write_all(&self.wbuf) => r.map_err(|_| write_failed()),
+            _ = self.stop.cancelled() => Err(self.stopped()),
+            // A client that takes nothing for this long is not reading.
+            _ = tokio::time::sleep(slow) => Err(throttle::slow_consumer()),
+        }
+    }
+
     /// Decodes and handles complete packets in the read buffer until it
-    /// holds no whole packet, or one needs to wait for remote nodes.
-    /// Synchronous, so that decoded packets never live in the task's future.
-    fn process_input(&mut self) -> Result<Option<inbound::Pending>, Close> {
-        loop {
+    /// holds no whole packet, the publish rate pauses input,
+    /// [`acks::ACKS_MAX`] acknowledgements wait, or a packet waits for its
+    /// authorization (returned). Synchronous, so that decoded packets never
+    /// live in the task's future.
+    fn process_input(&mut self) -> Result<Option<authorize::Pending>, Close> {
+        while !self.acks.is_full() {
             if self.rate_paused() {
                 return Ok(None);
             }
             match codec::decode(&mut self.rbuf, Some(self.protocol), self.max_in_packet) {
-                Ok(Some(p)) => {
-                    if let Some(pending) = self.handle(p)? {
-                        return Ok(Some(pending));
-                    }
-                }
+                Ok(Some(p)) => match self.behind_acks(|c| c.handle(p))? {
+                    None => {}
+                    Some(authorize::Pending::Ack(ack)) => self.acks.push(ack),
+                    Some(held) => return Ok(Some(held)),
+                },
                 Ok(None) => return Ok(None),
                 Err(e) => {
                     self.broker.metrics().protocol_errors.inc();
@@ -351,21 +544,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 }
             }
         }
+        Ok(None)
     }
 
-    /// Processes input, waiting on remote acknowledgements in order.
+    /// Runs `f` with output going behind the waiting acknowledgements (into
+    /// the last one's tail), so the client sees packets in order (§4.6).
+    fn behind_acks<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        if let Some(tail) = self.acks.tail() {
+            std::mem::swap(&mut self.wbuf, tail);
+        }
+        let r = f(self);
+        if let Some(tail) = self.acks.tail() {
+            std::mem::swap(&mut self.wbuf, tail);
+        }
+        r
+    }
+
+    /// Processes buffered input, collecting the full QoS 1/2 targets its
+    /// publishes ran into (noted thread-locally: nothing yields in between),
+    /// and waits for authorizations in order.
     async fn process_all_input(&mut self) -> Result<(), Close> {
         loop {
             crate::limits::clear_full();
             let processed = self.process_input();
-            // Before any await: the publish path's notes are thread-local.
             self.collect_full();
-            let Some(mut pending) = processed? else {
+            let Some(held) = processed? else {
                 return Ok(());
             };
-            (&mut pending.remote).await;
-            self.send(&pending.ack())?;
+            // Boxed: the wait's state stays out of the long-lived future.
+            Box::pin(self.complete(held)).await?;
         }
+    }
+
+    /// Writes the completed leading acknowledgements (and what followed
+    /// each) and resumes input that waited for room.
+    async fn release_acks(&mut self) -> Result<(), Close> {
+        let full = self.acks.is_full();
+        while let Some((pending, tail)) = self.acks.pop_ready() {
+            self.send(&pending.ack())?;
+            self.wbuf.extend_from_slice(&tail);
+        }
+        if full {
+            self.process_all_input().await?;
+        }
+        Ok(())
     }
 
     /// Ends the connection: a last DISCONNECT (5.0), a bounded flush, and
@@ -397,11 +619,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.io.write_all(&self.wbuf)).await;
         }
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.io.shutdown()).await;
-        let will = self.will.take();
+        let will = self.will.take().map(|w| *w);
         self.broker
             .detach(&self.cell, self.owner_id, close.kind, will);
         if close.disconnect == Some(reason::QUOTA_EXCEEDED) {
             self.trim_offline_queue();
+        }
+    }
+}
+
+fn write_failed() -> Close {
+    Close {
+        kind: CloseKind::Abnormal,
+        disconnect: None,
+        why: "write failed",
+    }
+}
+
+impl<S> Conn<S> {
+    /// A takeover that was really a management request's disconnect:
+    /// 5.0 clients are told 0x98 (administrative action).
+    fn admin_kicked(&self, close: Close) -> Close {
+        let by_admin = self.cell.state.lock().admin_kick == Some(self.owner_id);
+        match close.kind {
+            CloseKind::TakenOver if by_admin => Close {
+                kind: CloseKind::Abnormal,
+                disconnect: Some(reason::ADMINISTRATIVE_ACTION),
+                why: "disconnected by an administrator",
+            },
+            _ => close,
         }
     }
 }
@@ -438,6 +684,8 @@ mod size_guard {
         };
         let f = super::serve(a, info, b, Default::default());
         let size = std::mem::size_of_val(&f);
-        assert!(size <= 2048, "connection future grew to {size} bytes");
+        // 600 B before the client's address (for `%a` and webhooks) and
+        // the authorization wait joined the loop.
+        assert!(size <= 640, "connection future grew to {size} bytes");
     }
 }

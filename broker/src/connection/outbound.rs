@@ -45,13 +45,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// Encodes one delivery. A packet larger than the client's maximum is
     /// dropped as if delivered (§3.1.2.11.4).
     fn write_publish(&mut self, d: &Delivery, pkid: u16, dup: bool, now: u64) {
-        if self.acl
-            && !self.broker.authz().can_read(
-                &self.client_id,
-                self.username.as_deref(),
-                &d.msg.topic,
-            )
-        {
+        if self.acl && !self.broker.authz().can_read(&self.client(), &d.msg.topic) {
             // Not readable by this client (e.g. a retained message under a
             // wider filter than its ACL allows): dropped as if delivered.
             if pkid != 0 {
@@ -83,7 +77,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         if codec::encoded_len(&packet, self.protocol) > self.max_out_packet {
             if let Some(a) = new_alias {
                 // The client never learns an alias in a packet it never sees.
-                self.out_aliases.retain(|_, v| *v != a);
+                if let Some(aliases) = &mut self.aliases {
+                    aliases.outbound.retain(|_, v| *v != a);
+                }
             }
             tracing::debug!(topic = %d.msg.topic, "message larger than the client's maximum packet size, dropped");
             if pkid != 0 {
@@ -102,16 +98,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         if self.out_alias_max == 0 {
             return None;
         }
-        if let Some(&a) = self.out_aliases.get(topic) {
+        let known = self.aliases.as_ref().and_then(|a| a.outbound.get(topic));
+        if let Some(&a) = known {
             p.topic.clear();
             p.properties.topic_alias = Some(a);
             return None;
         }
-        let next = u16::try_from(self.out_aliases.len() + 1).ok()?;
+        let used = self.aliases.as_ref().map_or(0, |a| a.outbound.len());
+        let next = u16::try_from(used + 1).ok()?;
         if next > self.out_alias_max {
             return None;
         }
-        self.out_aliases.insert(topic.clone(), next);
+        let aliases = self.aliases.get_or_insert_default();
+        aliases.outbound.insert(topic.clone(), next);
         p.properties.topic_alias = Some(next);
         Some(next)
     }

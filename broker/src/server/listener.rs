@@ -5,17 +5,21 @@ use crate::admin::Health;
 use crate::connection::ConnInfo;
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
+use pin_project_lite::pin_project;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
+use tokio_util::either::Either;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
@@ -36,7 +40,7 @@ pub(crate) trait Handler: Clone + Send + Sync + 'static {
         stream: S,
         info: ConnInfo,
         shutdown: CancellationToken,
-    ) -> impl Future<Output = ()> + Send
+    ) -> impl Future<Output = ()> + Send + use<Self, S>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 }
@@ -200,27 +204,50 @@ impl<H: Handler> Listener<H> {
             if let Err(e) = stream.set_nodelay(true) {
                 debug!(listener = self.name, %peer, error = %e, "cannot set TCP_NODELAY");
             }
-            let this = self.clone();
-            self.tracker
-                .spawn(async move { this.connection(stream, peer, permit).await });
+            self.tracker.spawn(self.task(stream, peer, permit));
         }
         self.health.set(self.name, false);
         debug!(listener = self.name, "accept loop stopped");
     }
 
-    /// One connection task: TLS handshake (if any), then the handler; the
-    /// whole task is dropped if the grace period runs out.
-    async fn connection(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
-        let _permit = permit;
-        tokio::select! {
-            biased;
-            _ = self.kill.cancelled() => debug!(listener = self.name, %peer, "connection aborted after grace period"),
-            _ = self.serve(stream, peer) => {}
+    /// The future of one connection task, as spawned: built by a plain
+    /// function so that the stream, address and tokens are stored once, in
+    /// the handler's future, and not again at each layer.
+    pub(crate) fn task(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let token = self.shutdown.clone();
+        let serve = if self.tls.is_none() && !self.edge.proxy && self.edge.ws_path.is_none() {
+            let info = ConnInfo {
+                peer,
+                listener: self.name,
+                cert_cn: None,
+            };
+            Either::Left(self.handler.handle(stream, info, token))
+        } else {
+            // Boxed as a whole, so that plain-TCP connection tasks carry
+            // neither the PROXY, TLS and WebSocket state machines nor their
+            // streams.
+            Either::Right(Box::pin(self.clone().serve_edge(stream, peer, token)))
+        };
+        Task {
+            kill: self.kill.clone().cancelled_owned(),
+            serve,
+            _permit: permit,
         }
     }
 
-    async fn serve(&self, mut stream: TcpStream, mut peer: SocketAddr) {
-        let token = self.shutdown.child_token();
+    /// PROXY header, TLS and WebSocket, whichever the listener has, then
+    /// the handler.
+    async fn serve_edge(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        mut peer: SocketAddr,
+        token: CancellationToken,
+    ) {
         let mut proxy_cn = None;
         if self.edge.proxy {
             let read = crate::proxy::read_header(&mut stream);
@@ -261,8 +288,6 @@ impl<H: Handler> Listener<H> {
             }
             return self.handler.handle(stream, info(proxy_cn), token).await;
         };
-        // Boxed so that plain-TCP connection tasks do not carry the size of
-        // the TLS state machines: it keeps idle connections small.
         let handshake = tokio::select! {
             _ = token.cancelled() => return,
             r = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))) => r,
@@ -303,6 +328,31 @@ impl<H: Handler> Listener<H> {
                 debug!(listener = self.name, peer = %info.peer, "WebSocket upgrade timed out")
             }
         }
+    }
+}
+
+pin_project! {
+    /// One connection task: the handler's future, dropped at once when the
+    /// grace period runs out (`kill`), holding a connection-limit permit.
+    struct Task<F> {
+        #[pin]
+        kill: WaitForCancellationFutureOwned,
+        #[pin]
+        serve: F,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Task<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.kill.poll(cx).is_ready() {
+            debug!("connection aborted after grace period");
+            return Poll::Ready(());
+        }
+        this.serve.poll(cx)
     }
 }
 

@@ -22,7 +22,7 @@ impl Handler for Fake {
         mut stream: S,
         info: ConnInfo,
         shutdown: CancellationToken,
-    ) -> impl Future<Output = ()> + Send
+    ) -> impl Future<Output = ()> + Send + use<S>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {

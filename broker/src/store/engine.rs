@@ -5,7 +5,7 @@
 //! `persist` every `group_commit_ms` and publishes how far it got, which
 //! is what [`Store::durable`] waiters watch.
 
-use super::{codec, Loaded, Result, SessionMeta, Store, StoreError, StoredSession};
+use super::{codec, Batch, Loaded, Result, SessionMeta, Store, StoreError, StoredSession};
 use crate::auth::BoxFuture;
 use crate::config::{Durability, StorageConfig};
 use crate::session::{Delivery, Message};
@@ -27,6 +27,11 @@ const LAYOUT: &[u8] = b"1";
 /// generation lost committed state, and the node refuses to start.
 const WATERMARK: &str = "tern-commit";
 
+/// Memtable size of the `queue` keyspace. Smaller than fjall's 64 MiB
+/// default: with long offline queues spilled to disk, the memtables are
+/// most of the node's memory.
+const QUEUE_MEMTABLE: u64 = 16 * 1024 * 1024;
+
 /// The fjall-backed store.
 pub struct DiskStore {
     dir: PathBuf,
@@ -43,6 +48,8 @@ pub struct DiskStore {
     generation: AtomicU64,
     /// When the watermark file was last written.
     watermark_at: parking_lot::Mutex<std::time::Instant>,
+    /// `storage.max_in_memory_per_session`.
+    cap: usize,
 }
 
 fn queue_prefix(client: &str) -> Vec<u8> {
@@ -58,11 +65,26 @@ fn queue_key(client: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-fn split_queue_key(k: &[u8]) -> Option<(String, u64)> {
+fn split_queue_key(k: &[u8]) -> Option<(&str, u64)> {
     let n = usize::from(u16::from_be_bytes([*k.first()?, *k.get(1)?]));
     let client = std::str::from_utf8(k.get(2..2 + n)?).ok()?;
     let seq = u64::from_be_bytes(k.get(2 + n..)?.try_into().ok()?);
-    Some((client.to_owned(), seq))
+    Some((client, seq))
+}
+
+/// The packet id of an encoded delivery without decoding it (0: queued).
+fn peek_pkid(v: &[u8]) -> u16 {
+    v.get(1..3).map_or(0, |p| u16::from_be_bytes([p[0], p[1]]))
+}
+
+/// A session's state as it is loaded: its record, and its messages up to
+/// the in-memory cap.
+struct Loading {
+    meta: SessionMeta,
+    messages: Vec<(u64, u16, crate::session::Delivery)>,
+    queued: usize,
+    spilled: usize,
+    spill_from: u64,
 }
 
 impl DiskStore {
@@ -71,7 +93,7 @@ impl DiskStore {
     /// an error naming it: the node refuses to start rather than start
     /// without the state it had.
     pub fn open(config: &StorageConfig, node: &str) -> Result<(Arc<DiskStore>, Loaded)> {
-        let Some(dir) = config.dir.clone() else {
+        let Some(dir) = config.data_dir().map(Path::to_path_buf) else {
             return Err(StoreError::Decode("no storage.dir"));
         };
         let engine = |source| StoreError::Engine {
@@ -86,8 +108,12 @@ impl DiskStore {
             db.keyspace(name, KeyspaceCreateOptions::default)
                 .map_err(engine)
         };
-        let (sessions, queue, retained, meta) =
-            (ks("sessions")?, ks("queue")?, ks("retained")?, ks("meta")?);
+        let (sessions, retained, meta) = (ks("sessions")?, ks("retained")?, ks("meta")?);
+        let queue = db
+            .keyspace("queue", || {
+                KeyspaceCreateOptions::default().max_memtable_size(QUEUE_MEMTABLE)
+            })
+            .map_err(engine)?;
         match meta.get("layout").map_err(engine)? {
             Some(v) if &*v != LAYOUT => return Err(StoreError::Format),
             _ => meta.insert("layout", LAYOUT).map_err(engine)?,
@@ -126,6 +152,7 @@ impl DiskStore {
             meta,
             generation: AtomicU64::new(generation),
             watermark_at: parking_lot::Mutex::new(std::time::Instant::now()),
+            cap: config.max_in_memory_per_session.max(1),
         };
         let mut loaded = store.load()?;
         loaded.node = previous.map(|v| String::from_utf8_lossy(&v).into_owned());
@@ -175,22 +202,40 @@ impl DiskStore {
                 .map_err(|e| self.corrupt("sessions", &k, e))?;
             let client = String::from_utf8(k.to_vec())
                 .map_err(|_| self.corrupt("sessions", &k, StoreError::Decode("client id")))?;
-            sessions.insert(client, (meta, Vec::new()));
+            let s = Loading {
+                meta,
+                messages: Vec::new(),
+                queued: 0,
+                spilled: 0,
+                spill_from: 0,
+            };
+            sessions.insert(client, s);
         }
         let mut max_seq = 0;
         let mut orphans = Vec::new();
+        // One pass in key order: a session's messages are contiguous and
+        // in sequence order. Past the cap, queued ones are only counted.
         for kv in self.queue.iter() {
             let (k, v) = kv.into_inner().map_err(engine)?;
             let (client, seq) = split_queue_key(&k)
                 .ok_or_else(|| self.corrupt("queue", &k, StoreError::Decode("key")))?;
             max_seq = max_seq.max(seq);
-            let Some((_, msgs)) = sessions.get_mut(&client) else {
+            let Some(s) = sessions.get_mut(client) else {
                 orphans.push(k);
                 continue;
             };
+            let queued = peek_pkid(&v) == 0;
+            if queued && (s.spilled > 0 || s.queued >= self.cap) {
+                if s.spilled == 0 {
+                    s.spill_from = seq;
+                }
+                s.spilled += 1;
+                continue;
+            }
             let (pkid, d) = codec::decode_delivery(Bytes::copy_from_slice(&v))
                 .map_err(|e| self.corrupt("queue", &k, e))?;
-            msgs.push((seq, pkid, d));
+            s.queued += usize::from(queued);
+            s.messages.push((seq, pkid, d));
         }
         for k in orphans {
             // A message whose session was deleted in the same unsynced window.
@@ -199,10 +244,12 @@ impl DiskStore {
         self.seq.store(max_seq + 1, Ordering::Relaxed);
         out.sessions = sessions
             .into_iter()
-            .map(|(client_id, (meta, messages))| StoredSession {
+            .map(|(client_id, s)| StoredSession {
                 client_id,
-                meta,
-                messages,
+                meta: s.meta,
+                messages: s.messages,
+                spilled: s.spilled,
+                spill_from: s.spill_from,
             })
             .collect();
         Ok(out)
@@ -334,6 +381,67 @@ impl Store for DiskStore {
 
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn memory_cap(&self) -> usize {
+        self.cap
+    }
+
+    fn read_messages(&self, client: &str, from: u64, max: usize) -> Batch {
+        let mut out = Batch {
+            messages: Vec::with_capacity(max.min(4096)),
+            next: from,
+            end: true,
+        };
+        let range = queue_key(client, from)..=queue_key(client, u64::MAX);
+        for kv in self.queue.range(range) {
+            if out.messages.len() >= max {
+                out.end = false;
+                break;
+            }
+            let (k, v) = match kv.into_inner() {
+                Ok(kv) => kv,
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), client_id = client, error = %e, "store read failed");
+                    out.end = false;
+                    break;
+                }
+            };
+            let Some((_, seq)) = split_queue_key(&k) else {
+                continue;
+            };
+            out.next = seq.saturating_add(1);
+            match codec::decode_delivery(Bytes::copy_from_slice(&v)) {
+                Ok((pkid, d)) => out.messages.push((seq, pkid, d)),
+                Err(e) => {
+                    let e = self.corrupt("queue", &k, e);
+                    tracing::error!(error = %e, "unreadable queued message skipped");
+                }
+            }
+        }
+        out
+    }
+
+    fn truncate_messages(&self, client: &str, from: u64, keep: usize) -> usize {
+        let range = queue_key(client, from)..=queue_key(client, u64::MAX);
+        let mut kept = 0;
+        let mut doomed = Vec::new();
+        for kv in self.queue.range(range) {
+            let Ok((k, v)) = kv.into_inner() else { break };
+            if peek_pkid(&v) != 0 {
+                continue;
+            }
+            if kept < keep {
+                kept += 1;
+            } else {
+                doomed.push(k);
+            }
+        }
+        let n = doomed.len();
+        for k in doomed {
+            self.wrote(self.queue.remove(k));
+        }
+        n
     }
 
     fn put_retained(&self, msg: &Message) {

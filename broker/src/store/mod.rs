@@ -5,6 +5,7 @@
 //! - `codec.rs`   the versioned on-disk encoding of values
 //! - `engine.rs`  [`DiskStore`]: keyspaces, group commit, commit waiters, loading
 //! - `track.rs`   per-session bookkeeping: which queued message is which key
+//! - `spill.rs`   the tail of a long queue kept in the store only, read back in batches
 //!
 //! Rebuilding the broker from [`Loaded`] state is `Broker::restore`
 //! (`broker/restore.rs`), beside the registry it fills.
@@ -17,6 +18,7 @@
 
 pub mod codec;
 mod engine;
+pub(crate) mod spill;
 pub(crate) mod track;
 
 pub use engine::DiskStore;
@@ -103,8 +105,24 @@ pub struct StoredSession {
     pub client_id: String,
     /// Its record.
     pub meta: SessionMeta,
-    /// Its messages in order: `(seq, pkid, delivery)`, pkid 0 if queued.
+    /// Its messages in order: `(seq, pkid, delivery)`, pkid 0 if queued:
+    /// every in-flight one, and the queued ones up to the in-memory cap.
     pub messages: Vec<(u64, u16, Delivery)>,
+    /// Queued messages left in the store (past the in-memory cap).
+    pub spilled: usize,
+    /// The first of them's sequence number.
+    pub spill_from: u64,
+}
+
+/// Messages read back from the store, in sequence order.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// `(seq, pkid, delivery)`.
+    pub messages: Vec<(u64, u16, Delivery)>,
+    /// Where the next read starts (after the last message scanned).
+    pub next: u64,
+    /// True if the session has no message at or after `next`.
+    pub end: bool,
 }
 
 /// Everything loaded from the store at start.
@@ -134,6 +152,16 @@ pub trait Store: Send + Sync {
     fn delete_message(&self, client: &str, seq: u64);
     /// A fresh message sequence number (increasing).
     fn next_seq(&self) -> u64;
+    /// Messages of one session's queue kept in memory; the rest stay in
+    /// the store only (`usize::MAX` when nothing is stored).
+    fn memory_cap(&self) -> usize;
+    /// Up to `max` messages of `client` with sequence ≥ `from`, in order.
+    /// Unreadable ones are logged and skipped.
+    fn read_messages(&self, client: &str, from: u64, max: usize) -> Batch;
+    /// Keeps the first `keep` queued messages of `client` with sequence
+    /// ≥ `from` and deletes the queued ones after them; returns how many
+    /// were deleted.
+    fn truncate_messages(&self, client: &str, from: u64, keep: usize) -> usize;
     /// Writes a retained message.
     fn put_retained(&self, msg: &Message);
     /// Deletes the retained message of `topic`.
@@ -150,7 +178,7 @@ pub fn open(
     config: &crate::config::StorageConfig,
     node: &str,
 ) -> Result<Option<(std::sync::Arc<dyn Store>, Loaded)>> {
-    if config.dir.is_none() {
+    if config.data_dir().is_none() {
         return Ok(None);
     }
     let (store, loaded) = DiskStore::open(config, node)?;
@@ -178,6 +206,19 @@ impl Store for NoStore {
     fn put_message(&self, _: &str, _: u64, _: u16, _: &Delivery) {}
     fn delete_message(&self, _: &str, _: u64) {}
     fn next_seq(&self) -> u64 {
+        0
+    }
+    fn memory_cap(&self) -> usize {
+        usize::MAX
+    }
+    fn read_messages(&self, _: &str, from: u64, _: usize) -> Batch {
+        Batch {
+            messages: Vec::new(),
+            next: from,
+            end: true,
+        }
+    }
+    fn truncate_messages(&self, _: &str, _: u64, _: usize) -> usize {
         0
     }
     fn put_retained(&self, _: &Message) {}

@@ -107,6 +107,7 @@ fn disk_store_reloads_what_it_wrote() {
         dir: Some(dir.path().to_path_buf()),
         durability: Durability::Group,
         group_commit_ms: 1,
+        max_in_memory_per_session: 1000,
     };
     let d = Delivery {
         msg: Arc::new(message()),

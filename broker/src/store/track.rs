@@ -7,13 +7,20 @@
 //!
 //! A session is written only while its expiry interval is non-zero: a
 //! session with expiry 0 ends with its connection, so a restart would
-//! drop it anyway.
+//! drop it anyway. A written session keeps at most
+//! `storage.max_in_memory_per_session` queued messages in memory; the
+//! rest are [`Spill`]ed (store only) and read back as the queue drains.
+//!
+//! In-flight QoS 1/2 messages are rewritten with their packet id when
+//! sent, so that after a crash they are sent again with DUP and the same
+//! id, before the queue.
 
+use super::spill::{Queues, Spill};
 use super::{SessionMeta, Store};
 use crate::broker::SessionState;
 use crate::codec::QoS;
 use crate::config::DropPolicy;
-use crate::session::{Delivery, Enqueued, Inflight, PubRecOutcome};
+use crate::session::{now_ms, Delivery, Enqueued, Inflight, PubRecOutcome, SessionData};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -28,6 +35,8 @@ pub(crate) struct Track {
     inflight: HashMap<u16, u64>,
     /// The record last written, to skip unchanged rewrites.
     last: Option<SessionMeta>,
+    /// The queue's tail that is in the store only.
+    spill: Spill,
 }
 
 impl Track {
@@ -40,8 +49,36 @@ impl Track {
                 queue: std::iter::repeat_n(None, queued).collect(),
                 inflight: HashMap::new(),
                 last: None,
+                spill: Spill::new(store.memory_cap()),
             })
         })
+    }
+
+    /// Reads spilled messages back into `data`'s queue once it is low.
+    fn refill_low(&mut self, data: &mut SessionData, now: u64, expired: &mut u64) {
+        let q = Queues {
+            data: &mut data.queue,
+            seqs: &mut self.queue,
+        };
+        self.spill
+            .refill_low(&*self.store, &data.client_id, q, now, expired);
+    }
+
+    /// Reads every spilled message back into `data`'s queue.
+    fn unspill(&mut self, data: &mut SessionData) {
+        let q = Queues {
+            data: &mut data.queue,
+            seqs: &mut self.queue,
+        };
+        let mut expired = 0;
+        self.spill.refill(
+            &*self.store,
+            &data.client_id,
+            q,
+            usize::MAX,
+            now_ms(),
+            &mut expired,
+        );
     }
 
     fn drop_front(&mut self, client: &str) {
@@ -67,7 +104,13 @@ impl Track {
 }
 
 impl SessionState {
-    /// [`SessionData::enqueue`](crate::session::SessionData::enqueue), written through.
+    /// Messages queued: in memory and spilled to the store.
+    pub(crate) fn queue_len(&self) -> usize {
+        self.data.queue.len() + self.track.as_ref().map_or(0, |t| t.spill.len)
+    }
+
+    /// [`SessionData::enqueue`](crate::session::SessionData::enqueue), written
+    /// through; past the in-memory cap the message goes to the store only.
     pub(crate) fn enqueue(
         &mut self,
         d: Delivery,
@@ -75,6 +118,13 @@ impl SessionState {
         limit: usize,
         policy: DropPolicy,
     ) -> Enqueued {
+        let spilling = self
+            .track
+            .as_deref()
+            .is_some_and(|t| t.persisted && t.spill.active(self.data.queue.len()));
+        if spilling {
+            return self.enqueue_spilled(d, online, limit, policy);
+        }
         let before = self.data.queue.len();
         let outcome = self.data.enqueue(d, online, limit, policy);
         let Some(t) = self.track.as_deref_mut() else {
@@ -97,40 +147,108 @@ impl SessionState {
         outcome
     }
 
-    /// [`SessionData::next_sendable`](crate::session::SessionData::next_sendable), written through.
+    /// `enqueue` while the queue's tail is in the store: the same limits
+    /// and drop policies over the whole queue; the message is written
+    /// behind the spilled ones (QoS 0 too, to keep the order).
+    fn enqueue_spilled(
+        &mut self,
+        d: Delivery,
+        online: bool,
+        limit: usize,
+        policy: DropPolicy,
+    ) -> Enqueued {
+        if !online && d.qos == QoS::AtMostOnce {
+            return Enqueued::Skipped;
+        }
+        let full = self.queue_len() >= limit;
+        let Some(t) = self.track.as_deref_mut() else {
+            return Enqueued::Skipped;
+        };
+        if full && policy == DropPolicy::DropNewest {
+            return Enqueued::Dropped;
+        }
+        if full {
+            self.data.queue.pop_front();
+            t.drop_front(&self.data.client_id);
+        }
+        t.spill.push(&*t.store, &self.data.client_id, &d);
+        if self.data.queue.is_empty() {
+            t.refill_low(&mut self.data, now_ms(), &mut 0);
+        }
+        if full {
+            Enqueued::Dropped
+        } else {
+            Enqueued::Queued
+        }
+    }
+
+    /// Drops the newest queued messages beyond `max` (spilled ones
+    /// first); returns how many.
+    pub(crate) fn trim_queue(&mut self, max: usize) -> usize {
+        let in_memory = self.data.queue.len();
+        let mut dropped = in_memory.saturating_sub(max);
+        if let Some(t) = self.track.as_deref_mut() {
+            let client = &*self.data.client_id;
+            let keep = max.saturating_sub(in_memory);
+            dropped += t.spill.truncate(&*t.store, client, keep);
+            for seq in t.queue.drain(max.min(t.queue.len())..).flatten() {
+                t.store.delete_message(client, seq);
+            }
+        }
+        self.data.queue.truncate(max);
+        dropped
+    }
+
+    /// The session's exportable state, spilled messages included.
+    pub(crate) fn export(&self) -> SessionData {
+        let mut data = self.data.clone();
+        if let Some(t) = self.track.as_deref().filter(|t| t.spill.len > 0) {
+            data.queue
+                .extend(t.spill.read_all(&*t.store, &self.data.client_id));
+        }
+        data
+    }
+
+    /// [`SessionData::next_sendable`](crate::session::SessionData::next_sendable),
+    /// written through; reads spilled messages back as the queue drains.
     pub(crate) fn next_sendable(
         &mut self,
         window: usize,
         now: u64,
         expired: &mut u64,
     ) -> Option<(Delivery, u16)> {
-        let before = self.data.queue.len();
-        let next = self.data.next_sendable(window, now, expired);
         let Some(t) = self.track.as_deref_mut() else {
-            return next;
+            return self.data.next_sendable(window, now, expired);
         };
-        let client = &*self.data.client_id;
-        let popped = before - self.data.queue.len();
-        let dropped = popped - usize::from(next.is_some());
-        for _ in 0..dropped {
-            t.drop_front(client);
-        }
-        if let Some((d, pkid)) = &next {
-            match t.queue.pop_front().flatten() {
-                Some(seq) if *pkid != 0 => {
-                    // QoS 2 must come back with its packet id: a new id
-                    // would be a second message to the receiver. QoS 1 may
-                    // be sent again as new, so it is not rewritten.
-                    if d.qos == QoS::ExactlyOnce {
+        loop {
+            t.refill_low(&mut self.data, now, expired);
+            let before = self.data.queue.len();
+            let next = self.data.next_sendable(window, now, expired);
+            let client = &*self.data.client_id;
+            let popped = before - self.data.queue.len();
+            let dropped = popped - usize::from(next.is_some());
+            for _ in 0..dropped {
+                t.drop_front(client);
+            }
+            if let Some((d, pkid)) = &next {
+                match t.queue.pop_front().flatten() {
+                    Some(seq) if *pkid != 0 => {
+                        // Rewritten with its packet id: after a crash it
+                        // is sent again with DUP and the same id (for QoS 2
+                        // a new id would be a second message).
                         t.store.put_message(client, seq, *pkid, d);
+                        t.inflight.insert(*pkid, seq);
                     }
-                    t.inflight.insert(*pkid, seq);
+                    Some(seq) => t.store.delete_message(client, seq),
+                    None => {}
                 }
-                Some(seq) => t.store.delete_message(client, seq),
-                None => {}
+            }
+            // Everything in memory expired while more waits in the store:
+            // read the next batch.
+            if next.is_some() || !self.data.queue.is_empty() || t.spill.len == 0 || dropped == 0 {
+                return next;
             }
         }
-        next
     }
 
     /// [`SessionData::puback`](crate::session::SessionData::puback), written through.
@@ -214,6 +332,12 @@ impl SessionState {
         let client = &*self.data.client_id;
         let Some(meta) = meta else {
             if t.persisted {
+                if !self.ended && t.spill.len > 0 {
+                    // Still served (expiry now 0): its queue goes back to memory.
+                    t.unspill(&mut self.data);
+                }
+                let client = &*self.data.client_id;
+                t.spill = Spill::new(t.spill.cap);
                 t.store.delete_session(client);
                 t.persisted = false;
                 t.queue.iter_mut().for_each(|s| *s = None);
@@ -228,10 +352,7 @@ impl SessionState {
         t.last = Some(meta);
         if !t.persisted {
             t.persisted = true;
-            t.queue.clear();
-            for d in &self.data.queue {
-                t.push(client, d);
-            }
+            // In-flight first: sequence order is send order at restart.
             for (pkid, f) in &self.data.inflight {
                 if let Inflight::Sent(d) = f {
                     let seq = t.store.next_seq();
@@ -239,6 +360,16 @@ impl SessionState {
                     t.inflight.insert(*pkid, seq);
                 }
             }
+            t.queue.clear();
+            let cap = t.spill.cap;
+            for (i, d) in self.data.queue.iter().enumerate() {
+                if i < cap {
+                    t.push(client, d);
+                } else {
+                    t.spill.push(&*t.store, client, d);
+                }
+            }
+            self.data.queue.truncate(cap);
         }
     }
 }
@@ -251,13 +382,18 @@ impl Track {
         queue: VecDeque<Option<u64>>,
         inflight: HashMap<u16, u64>,
         last: SessionMeta,
+        (spilled, spill_from): (usize, u64),
     ) -> Box<Track> {
+        let mut spill = Spill::new(store.memory_cap());
+        spill.len = spilled;
+        spill.from = spill_from;
         Box::new(Track {
             store: store.clone(),
             persisted: true,
             queue,
             inflight,
             last: Some(last),
+            spill,
         })
     }
 }

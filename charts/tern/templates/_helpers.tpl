@@ -96,6 +96,17 @@ not-ready addresses, so pods find each other before they are ready).
 {{- end }}
 {{- end }}
 
+{{/* Admin API keys from the mounted Secret: the node reads the file, and
+`tern admin` run in the pod presents its first key. */}}
+{{- define "tern.adminEnv" -}}
+{{- if .Values.adminApi.existingSecret }}
+- name: TERN_ADMIN__API_KEYS_FILE
+  value: /etc/tern/admin/{{ .Values.adminApi.key }}
+- name: TERN_ADMIN_API_KEY_FILE
+  value: /etc/tern/admin/{{ .Values.adminApi.key }}
+{{- end }}
+{{- end }}
+
 {{/* TLS listener settings pointing at the mounted Secret. */}}
 {{- define "tern.tlsEnv" -}}
 {{- if .Values.tls.enabled }}

@@ -1,6 +1,12 @@
 //! The admin HTTP listener: `GET /health` (liveness), `GET /ready`
-//! (readiness: a set of named latches, as in linkerd2-proxy), `GET /metrics`
-//! and `GET /api/v1/cluster/show`.
+//! (readiness: a set of named latches, as in linkerd2-proxy), `GET /metrics`,
+//! the status page, the management API under `/api/v1/` (answered
+//! cluster-wide) and `/log-level`.
+//!
+//! Routes come in groups, each behind the API-key scope it needs
+//! (`keys.rs`): health and readiness are open; `/metrics` → `metrics`,
+//! the status group → `status` (both open unless `admin.require_key_for`
+//! lists them); `/api/v1/…` and `/log-level` → `mgmt`.
 //!
 //! [`router`] needs no socket, so tests drive it with `tower::ServiceExt`.
 
@@ -8,6 +14,7 @@ use crate::broker::Broker;
 use crate::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,6 +22,24 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+mod api;
+mod keys;
+mod log;
+mod query;
+pub mod status;
+
+pub use api::{Missing, Table};
+pub use keys::{KeyRing, Refused};
+pub use log::LogControl;
+pub use query::{
+    answer_local, AdminAnswer, AdminQuery, ListenerEntry, ListenerRow, Listeners, PeerReply,
+    RetainedRow, SessionFilter, SessionRow, SubscriptionFilter, SubscriptionRow,
+};
+#[cfg(test)]
+mod api_tests;
+#[cfg(test)]
+mod tests;
 
 /// Content type of `/metrics`: prometheus-client emits OpenMetrics text.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -34,6 +59,11 @@ impl Health {
             Some(entry) => entry.1 = up,
             None => listeners.push((name, up)),
         }
+    }
+
+    /// Every registered listener and whether it is up, in registration order.
+    pub fn listeners(&self) -> Vec<(&'static str, bool)> {
+        self.listeners.read().clone()
     }
 
     /// Names of the registered listeners that are down.
@@ -114,6 +144,12 @@ pub struct AdminState {
     pub broker: Option<Arc<Broker>>,
     /// Readiness latches (the listeners' come from `health`).
     pub readiness: Readiness,
+    /// Uptime and traffic rates for the status page.
+    pub status: status::Sampler,
+    /// API keys and the scopes each route group needs.
+    pub keys: Arc<KeyRing>,
+    /// The process's log filter, if it can be changed (`/log-level`).
+    pub log: Option<Arc<dyn LogControl>>,
 }
 
 /// One peer in [`ClusterShow`].
@@ -144,26 +180,33 @@ pub struct ClusterShow {
     pub peers: Vec<PeerShow>,
 }
 
+/// The API-key scope a path needs: the route groups. Health and readiness
+/// are open; `/metrics` → `metrics`; the status group (`/status`,
+/// `/status.json`) → `status`; the management group (`/api/…`,
+/// `/log-level`) → `mgmt`. Whether `metrics` and `status` need a key at
+/// all is the key ring's decision (`admin.require_key_for`).
+pub fn scope_of(path: &str) -> Option<crate::config::Scope> {
+    use crate::config::Scope;
+    match path {
+        "/metrics" => Some(Scope::Metrics),
+        "/status" | "/status.json" => Some(Scope::Status),
+        "/log-level" => Some(Scope::Mgmt),
+        p if p == "/api" || p.starts_with("/api/") => Some(Scope::Mgmt),
+        _ => None,
+    }
+}
+
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
+    let mgmt = api::routes().route("/log-level", get(log::get_level).put(log::put_level));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/api/v1/cluster/show", get(cluster_show))
+        .merge(status::routes())
+        .merge(mgmt)
+        .layer(from_fn_with_state(state.clone(), keys::require))
         .with_state(state)
-}
-
-async fn cluster_show(State(state): State<AdminState>) -> Response {
-    let Some(broker) = state.broker else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let show = broker.remote().show().unwrap_or_else(|| ClusterShow {
-        node: broker.node_name().to_string(),
-        incarnation: 0,
-        peers: Vec::new(),
-    });
-    Json(show).into_response()
 }
 
 async fn health(State(state): State<AdminState>) -> Response {
@@ -195,142 +238,4 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
-
-    async fn get(state: AdminState, uri: &str) -> (StatusCode, String, String) {
-        let request = Request::get(uri).body(Body::empty()).expect("request");
-        let response = router(state).oneshot(request).await.expect("infallible");
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        (
-            status,
-            content_type,
-            String::from_utf8(body.to_vec()).expect("utf-8"),
-        )
-    }
-
-    fn state() -> AdminState {
-        AdminState {
-            metrics: Metrics::default(),
-            health: Health::default(),
-            broker: None,
-            readiness: Readiness::new(),
-        }
-    }
-
-    #[test]
-    fn latches_hold_release_and_name_what_is_missing() {
-        let r = Readiness::new();
-        assert!(r.waiting().is_empty());
-        r.hold("cluster", "dialing 10.0.0.2:44053");
-        r.set("discovery", Err("RBAC: forbidden".into()));
-        assert_eq!(
-            r.waiting(),
-            vec![
-                "cluster: dialing 10.0.0.2:44053",
-                "discovery: RBAC: forbidden"
-            ]
-        );
-        assert!(!r.is_released("cluster"));
-        r.release("cluster");
-        r.set("discovery", Ok(()));
-        assert!(r.waiting().is_empty() && r.is_released("cluster"));
-        r.hold("draining", "shutting down");
-        assert_eq!(r.waiting(), vec!["draining: shutting down"]);
-    }
-
-    #[tokio::test]
-    async fn ready_needs_listeners_and_every_latch() {
-        let s = state();
-        s.readiness.hold("cluster", "initial sync");
-        let (status, _, body) = get(s.clone(), "/ready").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(
-            body.contains("listeners") && body.contains("cluster: initial sync"),
-            "{body}"
-        );
-        s.health.set("tcp", true);
-        let (status, _, body) = get(s.clone(), "/ready").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            body,
-            r#"{"ready":false,"waiting":["cluster: initial sync"]}"#
-        );
-        s.readiness.release("cluster");
-        let (status, _, body) = get(s.clone(), "/ready").await;
-        assert_eq!(
-            (status, body.as_str()),
-            (StatusCode::OK, r#"{"ready":true}"#)
-        );
-        let (status, _, _) = get(s, "/health").await;
-        assert_eq!(status, StatusCode::OK, "liveness is separate");
-    }
-
-    #[tokio::test]
-    async fn health_follows_listeners() {
-        let s = state();
-        let (status, _, _) = get(s.clone(), "/health").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "no listener yet");
-
-        s.health.set("tcp", true);
-        s.health.set("tls", true);
-        let (status, _, body) = get(s.clone(), "/health").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, r#"{"status":"ok"}"#);
-
-        s.health.set("tls", false);
-        let (status, _, body) = get(s.clone(), "/health").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(
-            body.contains("\"tls\"") && body.contains("unavailable"),
-            "{body}"
-        );
-    }
-
-    #[tokio::test]
-    async fn metrics_renders_openmetrics() {
-        let s = state();
-        s.metrics.connections.set(3);
-        s.metrics.connections_refused.inc();
-        let (status, content_type, body) = get(s, "/metrics").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(content_type, METRICS_CONTENT_TYPE);
-        assert!(body.contains("tern_connections 3"), "{body}");
-        assert!(body.contains("tern_connections_refused_total 1"), "{body}");
-        assert!(body.ends_with("# EOF\n"), "{body}");
-    }
-
-    #[tokio::test]
-    async fn single_node_cluster_show_lists_itself_without_peers() {
-        let mut config = crate::config::Config::default();
-        config.node.name = "solo".into();
-        let mut s = state();
-        s.broker = Some(Broker::new(Arc::new(config), Metrics::default()));
-        let (status, _, body) = get(s, "/api/v1/cluster/show").await;
-        assert_eq!(status, StatusCode::OK);
-        let show: ClusterShow = serde_json::from_str(&body).expect("json");
-        assert_eq!(show.node, "solo");
-        assert!(show.peers.is_empty());
-    }
-
-    #[tokio::test]
-    async fn unknown_path_is_404() {
-        let (status, _, _) = get(state(), "/nope").await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-    }
 }
