@@ -43,14 +43,9 @@ pub fn uid(prefix: &str) -> String {
     )
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
+#[path = "../ports/mod.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// The tern binary under test: cargo's, unless `CLUSTER_TEST_TERN_BIN`
 /// names another (e.g. a release build, or a private copy when several
@@ -75,7 +70,7 @@ pub struct Node {
     child: Option<Child>,
     pub log: PathBuf,
     addrs_file: PathBuf,
-    /// Requested binds (port 0 before the first start, the bound ports after).
+    /// Requested binds, picked once and kept across restarts.
     tcp_bind: SocketAddr,
     admin_bind: SocketAddr,
     mesh_bind: SocketAddr,
@@ -254,12 +249,13 @@ impl Builder {
                     });
                 }
                 relays.push(row);
-                mesh_binds.push(SocketAddr::from(([127, 0, 0, 1], 0)));
             }
-        } else {
-            for _ in 0..self.n {
-                mesh_binds.push(SocketAddr::from(([127, 0, 0, 1], free_port())));
-            }
+        }
+        // Every port is picked before the first start (and kept for
+        // restarts) outside the kernel's ephemeral range: see `ports`.
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..self.n {
+            mesh_binds.push(loopback(free_port()));
         }
         let mut nodes = Vec::new();
         for i in 0..self.n {
@@ -276,8 +272,8 @@ impl Builder {
                 child: None,
                 log: dir.join(format!("{}.log", names[i])),
                 addrs_file: dir.join(format!("{}.addrs.json", names[i])),
-                tcp_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-                admin_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                tcp_bind: loopback(free_port()),
+                admin_bind: loopback(free_port()),
                 mesh_bind: mesh_binds[i],
                 peers,
                 bound: None,
