@@ -56,6 +56,17 @@ async fn takeover_moves_the_session_with_its_queue() -> Result<()> {
     let mut m = Mqtt::connect(h.node("a").mqtt(), "mover", false).await?;
     m.subscribe("q/1", QoS::AtLeastOnce).await?;
     m.disconnect().await?;
+    // Until a has seen the DISCONNECT, its connection is live and would
+    // take (and the old client acknowledge) what is published next.
+    within("mover offline on a", DEADLINE, || {
+        !h.node("a")
+            .server
+            .broker()
+            .connected_clients()
+            .iter()
+            .any(|(c, _)| &**c == "mover")
+    })
+    .await?;
     h.routes("b", "a", &["q/1"]).await?;
     let mut p = Mqtt::connect(h.node("b").mqtt(), "pub", true).await?;
     for i in 0..3 {
