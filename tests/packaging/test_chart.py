@@ -355,7 +355,14 @@ def test_service_monitor_scrapes_metrics():
     assert all(svc["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
     assert "api" in {p["name"] for p in svc["spec"]["ports"]}
     assert "/metrics" in admin_routes()
+    assert "authorization" not in sm["spec"]["endpoints"][0]
     assert not by_kind(render(), "ServiceMonitor")
+
+
+def test_service_monitor_sends_the_metrics_key_when_named():
+    values = {"serviceMonitor": {"enabled": True, "bearerTokenSecret": {"name": "tern-metrics"}}}
+    ep = one(render(values), "ServiceMonitor")["spec"]["endpoints"][0]
+    assert ep["authorization"] == {"type": "Bearer", "credentials": {"name": "tern-metrics", "key": "token"}}
 
 
 def test_config_renders_as_typed_toml():
