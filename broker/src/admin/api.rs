@@ -11,13 +11,15 @@ use super::{AdminState, ClusterShow};
 use crate::broker::Broker;
 use crate::knobs;
 use crate::topic;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The `/api/v1/` routes.
 pub(super) fn routes() -> Router<AdminState> {
@@ -100,15 +102,34 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-fn bad_query(r: QueryRejection) -> Response {
-    error(StatusCode::BAD_REQUEST, r.body_text())
+/// The node's broker; 503 when this admin listener has none.
+struct Node(Arc<Broker>);
+
+impl FromRequestParts<AdminState> for Node {
+    type Rejection = Response;
+
+    async fn from_request_parts(_: &mut Parts, state: &AdminState) -> Result<Self, Response> {
+        state.broker.clone().map(Node).ok_or_else(|| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no broker behind this listener",
+            )
+        })
+    }
 }
 
-fn no_broker() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "no broker behind this listener",
-    )
+/// The query string as `T`; a malformed one is a 400 saying why.
+struct Params<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(t)) => Ok(Params(t)),
+            Err(r) => Err(error(StatusCode::BAD_REQUEST, r.body_text())),
+        }
+    }
 }
 
 fn table<T: Serialize>(mut rows: Vec<T>, limit: usize, g: Gathered) -> Response {
@@ -135,17 +156,7 @@ async fn cluster_show(State(state): State<AdminState>) -> Response {
     Json(show).into_response()
 }
 
-async fn session_show(
-    State(state): State<AdminState>,
-    q: Result<Query<SessionFilter>, QueryRejection>,
-) -> Response {
-    let Some(broker) = state.broker else {
-        return no_broker();
-    };
-    let Query(mut f) = match q {
-        Ok(q) => q,
-        Err(r) => return bad_query(r),
-    };
+async fn session_show(Node(broker): Node, Params(mut f): Params<SessionFilter>) -> Response {
     let limit = f.limit.unwrap_or(DEFAULT_LIMIT);
     // One more row than shown tells whether any were left out.
     f.limit = Some(limit.saturating_add(1));
@@ -165,17 +176,7 @@ struct DisconnectParams {
     cleanup: bool,
 }
 
-async fn session_disconnect(
-    State(state): State<AdminState>,
-    q: Result<Query<DisconnectParams>, QueryRejection>,
-) -> Response {
-    let Some(broker) = state.broker else {
-        return no_broker();
-    };
-    let Query(p) = match q {
-        Ok(q) => q,
-        Err(r) => return bad_query(r),
-    };
+async fn session_disconnect(Node(broker): Node, Params(p): Params<DisconnectParams>) -> Response {
     let query = AdminQuery::SessionDisconnect {
         client_id: p.client_id.clone(),
         cleanup: p.cleanup,
@@ -204,16 +205,9 @@ async fn session_disconnect(
 }
 
 async fn subscription_show(
-    State(state): State<AdminState>,
-    q: Result<Query<SubscriptionFilter>, QueryRejection>,
+    Node(broker): Node,
+    Params(mut f): Params<SubscriptionFilter>,
 ) -> Response {
-    let Some(broker) = state.broker else {
-        return no_broker();
-    };
-    let Query(mut f) = match q {
-        Ok(q) => q,
-        Err(r) => return bad_query(r),
-    };
     let limit = f.limit.unwrap_or(DEFAULT_LIMIT);
     // One more row than shown tells whether any were left out.
     f.limit = Some(limit.saturating_add(1));
@@ -236,17 +230,7 @@ struct RetainParams {
 
 /// Retained messages are replicated to every node, so this node's store
 /// is the cluster's answer.
-async fn retain_show(
-    State(state): State<AdminState>,
-    q: Result<Query<RetainParams>, QueryRejection>,
-) -> Response {
-    let Some(broker) = state.broker else {
-        return no_broker();
-    };
-    let Query(p) = match q {
-        Ok(q) => q,
-        Err(r) => return bad_query(r),
-    };
+async fn retain_show(Node(broker): Node, Params(p): Params<RetainParams>) -> Response {
     let filter = p.topic.unwrap_or_else(|| "#".into());
     if !topic::valid_topic_filter(&filter) || topic::parse_shared(&filter).is_some() {
         return error(
@@ -269,17 +253,7 @@ struct TopicParam {
     topic: String,
 }
 
-async fn retain_delete(
-    State(state): State<AdminState>,
-    q: Result<Query<TopicParam>, QueryRejection>,
-) -> Response {
-    let Some(broker) = state.broker else {
-        return no_broker();
-    };
-    let Query(p) = match q {
-        Ok(q) => q,
-        Err(r) => return bad_query(r),
-    };
+async fn retain_delete(Node(broker): Node, Params(p): Params<TopicParam>) -> Response {
     if !topic::valid_topic_name(&p.topic) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -315,10 +289,7 @@ async fn retain_delete(
     Json(body).into_response()
 }
 
-async fn listener_show(State(state): State<AdminState>) -> Response {
-    let Some(broker) = state.broker else {
-        return no_broker();
-    };
+async fn listener_show(Node(broker): Node) -> Response {
     let g = gather(&broker, AdminQuery::ListenerShow).await;
     let mut rows = g.rows(|a| match a {
         AdminAnswer::Listeners(r) => Some(r),
@@ -328,17 +299,7 @@ async fn listener_show(State(state): State<AdminState>) -> Response {
     table(rows, usize::MAX, g)
 }
 
-async fn set(
-    State(state): State<AdminState>,
-    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Response {
-    let Some(broker) = state.broker else {
-        return no_broker();
-    };
-    let Query(pairs) = match q {
-        Ok(q) => q,
-        Err(r) => return bad_query(r),
-    };
+async fn set(Node(broker): Node, Params(pairs): Params<Vec<(String, String)>>) -> Response {
     // Checked as a whole before any node applies anything.
     let settings = match knobs::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         Ok(s) => s,
