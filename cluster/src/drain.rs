@@ -186,11 +186,9 @@ impl Cluster {
             .filter_map(|p| p.state.lock().tx.clone())
             .collect();
         for tx in txs {
-            let frame = pb::Frame {
-                kind: Some(pb::frame::Kind::Leave(pb::Leave {
-                    moved: moved.clone(),
-                })),
-            };
+            let frame = crate::wire::Encoded::frame(pb::frame::Kind::Leave(pb::Leave {
+                moved: moved.clone(),
+            }));
             let _ = tokio::time::timeout_at(deadline, tx.send(frame)).await;
         }
         // Our links end when peers close them after Leave; theirs when

@@ -6,7 +6,9 @@ use crate::convert::{message_to_pb, session_from_pb};
 use crate::node::Cluster;
 use crate::pb;
 use crate::shared::{pick, Pick};
+use crate::wire::envelope;
 use futures_util::future::join_all;
+use prost::Message as _;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,12 +122,14 @@ impl RemoteRoutes for Cluster {
         if targets.is_empty() {
             return None;
         }
-        let mut wire = message_to_pb(msg, &inner.node);
         // The receiver takes the link's peer as the origin when none is
         // given: one string less to build, copy and send per message.
+        let mut wire = message_to_pb(msg, "");
         if msg.origin_node.is_none() {
             wire.origin_node = None;
         }
+        // Encoded once; each target's envelope wraps these bytes.
+        let wire = wire.encode_to_vec();
         let wait = msg.qos != QoS::AtMostOnce;
         let metrics = inner.metrics.get();
         let mut acks = Vec::new();
@@ -139,13 +143,7 @@ impl RemoteRoutes for Cluster {
                 false => (None, None),
             };
             let pushed = peer.outbox.lock().push(
-                |seq| pb::Envelope {
-                    seq,
-                    message: Some(wire.clone()),
-                    direct: t.direct,
-                    groups: t.groups,
-                    retained: t.retained,
-                },
+                |seq| envelope(seq, &wire, t.direct, &t.groups, t.retained),
                 tx,
             );
             match pushed {

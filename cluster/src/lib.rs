@@ -40,6 +40,7 @@ pub mod remote;
 mod service;
 pub mod shared;
 pub mod transport;
+mod wire;
 
 pub use node::Cluster;
 pub use options::ClusterOptions;

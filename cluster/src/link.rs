@@ -8,6 +8,7 @@ use crate::local::Catchup;
 use crate::node::{Inner, Peer};
 use crate::pb::frame::Kind;
 use crate::pb::mesh_client::MeshClient;
+use crate::wire::Encoded;
 use crate::{pb, PROTOCOL_VERSION};
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
@@ -45,8 +46,8 @@ impl tonic::service::Interceptor for AddSecret {
 /// A mesh client that presents the secret.
 pub(crate) type Client = MeshClient<InterceptedService<Channel, AddSecret>>;
 
-fn frame(kind: Kind) -> pb::Frame {
-    pb::Frame { kind: Some(kind) }
+fn frame(kind: Kind) -> Encoded {
+    Encoded::frame(kind)
 }
 
 /// Exponential backoff with jitter, 100 ms → 5 s.
@@ -115,7 +116,10 @@ pub(crate) async fn run(inner: Arc<Inner>, addr: String, stop: CancellationToken
     }
 }
 
-async fn channel(inner: &Inner, addr: &str) -> Result<Client, tonic::transport::Error> {
+/// A mesh client, and the same channel for the hand-encoded `Link` stream.
+type Channels = (Client, InterceptedService<Channel, AddSecret>);
+
+async fn channel(inner: &Inner, addr: &str) -> Result<Channels, tonic::transport::Error> {
     let scheme = if inner.tls.is_some() { "https" } else { "http" };
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host
@@ -137,13 +141,15 @@ async fn channel(inner: &Inner, addr: &str) -> Result<Client, tonic::transport::
     });
     let channel = endpoint.connect_with_connector(connector).await?;
     let secret = MetadataValue::from_bytes(inner.cfg.secret.as_bytes());
-    Ok(MeshClient::with_interceptor(channel, AddSecret(secret))
+    let secret = AddSecret(secret);
+    let client = MeshClient::with_interceptor(channel.clone(), secret.clone())
         .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
+        .max_encoding_message_size(64 << 20);
+    Ok((client, InterceptedService::new(channel, secret)))
 }
 
 async fn connect(inner: &Arc<Inner>, addr: &str, stop: &CancellationToken) -> Outcome {
-    let client = match channel(inner, addr).await {
+    let (client, raw) = match channel(inner, addr).await {
         Ok(c) => c,
         Err(e) => {
             inner.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -151,7 +157,7 @@ async fn connect(inner: &Arc<Inner>, addr: &str, stop: &CancellationToken) -> Ou
             return Outcome::Failed;
         }
     };
-    let (tx, rx) = mpsc::channel::<pb::Frame>(1024);
+    let (tx, rx) = mpsc::channel::<Encoded>(1024);
     let hello = pb::Hello {
         node: inner.node.to_string(),
         incarnation: inner.incarnation,
@@ -159,10 +165,9 @@ async fn connect(inner: &Arc<Inner>, addr: &str, stop: &CancellationToken) -> Ou
         advertise: inner.bound.get().cloned().unwrap_or_default(),
     };
     let _ = tx.send(frame(Kind::Hello(hello))).await;
-    let mut streaming = client.clone();
     let call = tokio::time::timeout(
         inner.peer_timeout(),
-        streaming.link(ReceiverStream::new(rx)),
+        crate::wire::link(raw, ReceiverStream::new(rx)),
     );
     let mut inbound = match call.await {
         Ok(Ok(r)) => r.into_inner(),
@@ -242,7 +247,7 @@ async fn serve(
     inner: &Arc<Inner>,
     peer: &Arc<Peer>,
     addr: &str,
-    tx: &mpsc::Sender<pb::Frame>,
+    tx: &mpsc::Sender<Encoded>,
     inbound: &mut tonic::Streaming<pb::Frame>,
     stop: &CancellationToken,
 ) -> &'static str {
@@ -307,17 +312,18 @@ fn on_reply(inner: &Inner, peer: &Peer, f: pb::Frame, known: &mut Option<u64>) {
     }
 }
 
-async fn drain(peer: &Peer, tx: &mpsc::Sender<pb::Frame>) -> bool {
+async fn drain(peer: &Peer, tx: &mpsc::Sender<Encoded>) -> bool {
     loop {
-        let (batch, more) = {
+        let (f, more) = {
             let mut o = peer.outbox.lock();
-            let b = o.next_batch(BATCH);
-            (b, o.has_unsent())
+            let n = o.unsent(BATCH).count();
+            if n == 0 {
+                return true;
+            }
+            let f = Encoded::batch(o.unsent(BATCH));
+            o.mark_sent(n);
+            (f, o.has_unsent())
         };
-        if batch.is_empty() {
-            return true;
-        }
-        let f = frame(Kind::PublishBatch(pb::PublishBatch { envelopes: batch }));
         if tx.send(f).await.is_err() {
             return false;
         }
@@ -329,7 +335,7 @@ async fn drain(peer: &Peer, tx: &mpsc::Sender<pb::Frame>) -> bool {
 
 async fn send_routes(
     inner: &Inner,
-    tx: &mpsc::Sender<pb::Frame>,
+    tx: &mpsc::Sender<Encoded>,
     known: &mut Option<u64>,
 ) -> Result<(), ()> {
     let catchup = inner.local.lock().catch_up(*known);
@@ -364,7 +370,7 @@ async fn send_routes(
 }
 
 /// Retained snapshot and connected clients, sent when a link comes up.
-async fn initial(inner: &Inner, tx: &mpsc::Sender<pb::Frame>) -> Result<(), ()> {
+async fn initial(inner: &Inner, tx: &mpsc::Sender<Encoded>) -> Result<(), ()> {
     let Some(broker) = inner.broker() else {
         return Ok(());
     };

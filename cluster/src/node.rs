@@ -7,7 +7,6 @@ use crate::dedup::Dedup;
 use crate::local::LocalRoutes;
 use crate::options::{new_incarnation, ClusterOptions};
 use crate::outbox::Outbox;
-use crate::pb;
 use crate::peers::PeerSource;
 use crate::remote::RemoteTable;
 use crate::transport::{MeshTls, Transport};
@@ -38,7 +37,7 @@ pub(crate) struct PeerState {
     pub incarnation: u64,
     pub rtt: Option<Duration>,
     pub client: Option<crate::link::Client>,
-    pub tx: Option<mpsc::Sender<pb::Frame>>,
+    pub tx: Option<mpsc::Sender<crate::wire::Encoded>>,
     pub link: Option<u64>,
     /// Left gracefully: not counted as down.
     pub left: bool,
@@ -48,7 +47,8 @@ pub(crate) struct PeerState {
 pub(crate) struct Peer {
     pub name: Arc<str>,
     pub state: Mutex<PeerState>,
-    pub outbox: Mutex<Outbox<pb::Envelope>>,
+    /// Encoded envelopes ([`crate::wire::envelope`]).
+    pub outbox: Mutex<Outbox<bytes::Bytes>>,
     pub notify: Notify,
 }
 

@@ -73,6 +73,18 @@ impl<T: Clone> Outbox<T> {
         batch
     }
 
+    /// Up to `max` items not yet sent on the current link, in order, by
+    /// reference; [`Outbox::mark_sent`] then counts them as sent.
+    pub fn unsent(&self, max: usize) -> impl Iterator<Item = &T> + Clone {
+        let end = (self.sent + max).min(self.pending.len());
+        self.pending.range(self.sent..end).map(|p| &p.item)
+    }
+
+    /// The next `n` unsent items went out (see [`Outbox::unsent`]).
+    pub fn mark_sent(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.pending.len());
+    }
+
     /// Whether items wait to be sent on the current link.
     pub fn has_unsent(&self) -> bool {
         self.sent < self.pending.len()
@@ -169,5 +181,20 @@ mod tests {
         assert_eq!(o.next_batch(10), vec![30]);
         assert_eq!(o.ack(3), 2);
         assert!(o.is_empty() && !o.has_unsent());
+    }
+
+    #[test]
+    fn unsent_by_reference() {
+        let mut o = Outbox::new(10);
+        for _ in 0..3 {
+            o.push(|s| s, None).expect("room");
+        }
+        assert_eq!(o.unsent(2).copied().collect::<Vec<_>>(), vec![1, 2]);
+        o.mark_sent(2);
+        assert_eq!(o.unsent(5).copied().collect::<Vec<_>>(), vec![3]);
+        o.mark_sent(5);
+        assert!(!o.has_unsent());
+        o.rewind();
+        assert_eq!(o.unsent(5).count(), 3);
     }
 }
