@@ -428,9 +428,17 @@ def main():
     mosq_conf = mosquitto_conf(conf_path)
 
     raw = []
-    # Without the main table, raw results go beside it (results.jsonl is the main table's).
-    jsonl_name = "results.jsonl" if "main" in groups else "results-durable.jsonl"
-    jsonl = open(os.path.join(REPO, "benches", jsonl_name), "w")
+    # results.jsonl is the main table's, results-durable.jsonl the durable
+    # section's; a run of neither (e.g. `--only cluster`) keeps its raw
+    # results in its temporary directory and overwrites neither.
+    if "main" in groups:
+        jsonl_path = os.path.join(REPO, "benches", "results.jsonl")
+    elif groups & {"durable", "restart"}:
+        jsonl_path = os.path.join(REPO, "benches", "results-durable.jsonl")
+    else:
+        jsonl_path = os.path.join(tmp, "results.jsonl")
+    log(f"raw results: {jsonl_path}")
+    jsonl = open(jsonl_path, "w")
 
     def record(broker, scen, rnd, rec):
         rec.update({"broker": broker, "name": scen, "round": rnd})
@@ -514,6 +522,15 @@ def main():
         splice_section(a.out, section)
         log(f"wrote the durable section of {a.out}")
     if "main" not in groups:
+        # No table to write: the cluster medians go to the log.
+        if "cluster" in groups:
+            for scen, _ in cluster_scenarios(a.quick):
+                c = med(vals("tern-cluster", scen, "msgs_per_s"))
+                s = med(vals("tern-unpinned", scen, "msgs_per_s"))
+                ratio = f"{c / s:.2f}" if (c and s) else "n/a"
+                lost, dup, errs = totals("tern-cluster", scen)
+                log(f"cluster {scen}: cross-node {fmt(c)} msg/s, single node {fmt(s)} msg/s, "
+                    f"cross/single {ratio}, lost/dup/err {lost}/{dup}/{errs}")
         return
 
     rows = []
