@@ -80,6 +80,16 @@ impl Handler for BrokerHandler {
     {
         connection::serve(stream, info, self.0.clone(), shutdown)
     }
+
+    fn handle_tcp(
+        &self,
+        stream: tokio::net::TcpStream,
+        info: ConnInfo,
+        shutdown: CancellationToken,
+        home: connection::Home,
+    ) -> impl Future<Output = ()> + Send + use<> {
+        connection::serve_tcp(stream, info, self.0.clone(), shutdown, home)
+    }
 }
 
 /// A running broker node. Dropping it cancels the shutdown token without

@@ -88,6 +88,9 @@ fn sweep(wheel: &Wheel) {
         drop(slots);
         for cell in due.iter().filter_map(Weak::upgrade) {
             cell.notify.notify_one();
+            // Under the session's lock: a connection hibernating meanwhile
+            // checks its keep-alive there, so this wake-up is never lost.
+            cell.resume_parked();
         }
         drop(due);
         slots = wheel.slots.lock();

@@ -6,6 +6,7 @@
 mod acks;
 mod authorize;
 mod handshake;
+mod hibernate;
 mod inbound;
 mod keepalive;
 mod outbound;
@@ -50,6 +51,8 @@ const QUIET_READ: usize = 64;
 /// buffers (checked through the shared timer, at most once per period).
 const TRIM_MS: u64 = 1000;
 
+pub(crate) use hibernate::{wake_all, Home, Parked, Respawn};
+
 /// Serves one client connection until it closes, the protocol ends it, or
 /// `shutdown` is cancelled (then 5.0 clients get DISCONNECT 0x8B first).
 pub fn serve<S>(
@@ -57,6 +60,31 @@ pub fn serve<S>(
     info: ConnInfo,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_with(stream, info, broker, shutdown, None)
+}
+
+/// [`serve`] for a plain-TCP connection that may hibernate while idle
+/// (`limits.hibernate_after_ms`), holding its listener's `home`.
+pub(crate) fn serve_tcp(
+    stream: tokio::net::TcpStream,
+    info: ConnInfo,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    home: Home,
+) -> impl Future<Output = ()> + Send {
+    serve_with(stream, info, broker, shutdown, Some(home))
+}
+
+fn serve_with<S>(
+    stream: S,
+    info: ConnInfo,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    home: Option<Home>,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -69,6 +97,7 @@ where
         info,
         broker,
         shutdown,
+        home,
     });
     Traced {
         inner: run(start),
@@ -102,6 +131,7 @@ struct Start<S> {
     info: ConnInfo,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
+    home: Option<Home>,
 }
 
 /// Why the connection loop stopped.
@@ -166,10 +196,17 @@ pub(crate) struct Conn<S> {
     /// and whether the connection read or wrote since it was set.
     trim_due: u64,
     busy: bool,
+    /// When the shared timer is due to look for hibernation (0: not set),
+    /// and whether the connection read or wrote since it was set.
+    park_due: u64,
+    active: bool,
     /// Publish rate, backpressure and slow-consumer state.
     pub(crate) throttle: Option<Box<throttle::Throttle>>,
     /// Acknowledgements waiting on remote nodes or the durable store.
     acks: acks::Acks,
+    /// Where a plain-TCP connection comes back after hibernating (`None`:
+    /// it never hibernates).
+    home: Option<Home>,
 }
 
 async fn run<S>(start: Box<Start<S>>)
@@ -186,10 +223,35 @@ where
     connections.inc();
     conn.broker.metrics().connections_total.inc();
     conn.resend_inflight();
-    let close = conn.serve_loop().await;
-    let close = conn.admin_kicked(close);
-    Box::pin(conn.finish(close)).await;
-    connections.dec();
+    if conn.ka_ms > 0 {
+        conn.ka_heard = keepalive::now_ms();
+        conn.ka_due = conn.ka_heard + conn.ka_ms;
+        keepalive::wake_at(conn.ka_due, &conn.cell);
+    }
+    live(conn).await;
+}
+
+/// The connection's life after the handshake (and after each hibernation):
+/// serves until it closes or hibernates (then the task ends).
+async fn live<S>(mut conn: Conn<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        match conn.serve_loop().await {
+            Some(close) => {
+                let close = conn.admin_kicked(close);
+                let connections = conn.broker.metrics().connections.clone();
+                Box::pin(conn.finish(close)).await;
+                connections.dec();
+                return;
+            }
+            None => match hibernate::park(conn) {
+                Ok(()) => return,
+                Err(c) => conn = c,
+            },
+        }
+    }
 }
 
 /// Reads CONNECT, runs the handshake and queues CONNACK. Returns the
@@ -203,6 +265,7 @@ where
         info,
         broker,
         shutdown,
+        home,
     } = *start;
     let max_in = broker.config().mqtt.max_packet_size as usize;
     // `limits.connect_timeout_secs`: a socket that sends no CONNECT is closed.
@@ -287,8 +350,11 @@ where
         ka_due: 0,
         trim_due: 0,
         busy: false,
+        park_due: 0,
+        active: false,
         throttle: throttle::Throttle::new(&broker.config().limits),
         acks: acks::Acks::default(),
+        home,
         broker,
     };
     if let Err(close) = conn.send(&Packet::ConnAck(accepted.connack)) {
@@ -341,21 +407,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
     }
 
-    async fn serve_loop(&mut self) -> Close {
-        if self.ka_ms > 0 {
-            self.ka_heard = keepalive::now_ms();
-            self.ka_due = self.ka_heard + self.ka_ms;
-            keepalive::wake_at(self.ka_due, &self.cell);
-        }
+    /// Serves until the connection closes (`Some`) or may hibernate (`None`).
+    async fn serve_loop(&mut self) -> Option<Close> {
         loop {
             let more = self.fill_wbuf();
             let stall = match self.stall_check(!self.wbuf.is_empty()) {
                 Ok(s) => s,
-                Err(close) => return close,
+                Err(close) => return Some(close),
             };
             if !self.wbuf.is_empty() {
                 if let Err(close) = self.write_out().await {
-                    return close;
+                    return Some(close);
                 }
             }
             // A released read buffer stays released until bytes arrive:
@@ -371,13 +433,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 self.busy = false;
                 keepalive::wake_at(self.trim_due, &self.cell);
             }
+            if self.park_due == 0 && self.home.is_some() {
+                let after = self.broker.config().limits.hibernate_after_ms;
+                if after > 0 {
+                    // Quiet for a whole period from now: hibernate then.
+                    self.park_due = keepalive::now_ms() + after;
+                    self.active = false;
+                    keepalive::wake_at(self.park_due, &self.cell);
+                }
+            }
             let hold = self.read_hold();
             let backlog = hold.is_none()
                 && (self.throttle.as_mut()).is_some_and(|t| std::mem::take(&mut t.backlog));
             if backlog {
                 // Input held back by the publish rate comes before new reads.
                 if let Err(close) = self.process_all_input().await {
-                    return close;
+                    return Some(close);
                 }
                 continue;
             }
@@ -390,16 +461,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             };
             tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => return self.stopped(),
+                _ = self.stop.cancelled() => return Some(self.stopped()),
                 _ = self.acks.progress(), if self.acks.waiting() => {
                     if let Err(close) = self.release_acks().await {
-                        return close;
+                        return Some(close);
                     }
                 }
                 r = self.io.read_buf(&mut self.rbuf), if reading => match r {
-                    Ok(0) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "closed by client" },
+                    Ok(0) => return Some(Close { kind: CloseKind::Abnormal, disconnect: None, why: "closed by client" }),
                     Ok(n) => {
                         self.busy = true;
+                        self.active = true;
                         self.broker.metrics().bytes_in.inc_by(n as u64);
                         // Grow reads for busy clients, stay small for quiet ones.
                         self.read_hint = if n >= self.read_hint || (quiet && n >= QUIET_READ) { (self.read_hint * 2).min(64 * 1024) } else { READ_MIN.max(self.read_hint / 2) };
@@ -407,21 +479,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                             self.ka_heard = keepalive::now_ms();
                         }
                         if let Err(close) = self.process_all_input().await {
-                            return close;
+                            return Some(close);
                         }
                         if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
                             self.rbuf = BytesMut::new();
                         }
                     }
-                    Err(_) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "read failed" },
+                    Err(_) => return Some(Close { kind: CloseKind::Abnormal, disconnect: None, why: "read failed" }),
                 },
                 _ = throttle::timer(&mut self.throttle, wake) => {}
                 // New messages, or the shared timer (keep-alive, idle buffers).
                 _ = self.cell.notify.notified() => {
                     if let Err(close) = self.keep_alive(reading) {
-                        return close;
+                        return Some(close);
                     }
                     self.trim_idle();
+                    if self.may_park(reading, wake.is_some() || more) {
+                        return None;
+                    }
                 }
                 _ = std::future::ready(()), if more => {}
             }
@@ -486,6 +561,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
         self.broker.metrics().bytes_out.inc_by(len as u64);
         self.busy = true;
+        self.active = true;
         if self.wbuf.capacity() > 4 * WBUF_HIGH {
             self.wbuf = BytesMut::new();
         } else {
