@@ -436,3 +436,15 @@ impl<S> Conn<S> {
         ok
     }
 }
+
+#[cfg(test)]
+mod size_guard {
+    /// What an idle connection costs once hibernated, besides its session:
+    /// this record (boxed) and a slot in the shared epoll's table.
+    #[test]
+    fn parked_record_stays_small() {
+        let size = std::mem::size_of::<super::Parked>();
+        println!("Parked: {size} bytes");
+        assert!(size <= 384, "the parked record grew to {size} bytes");
+    }
+}
