@@ -49,7 +49,10 @@ async fn hibernated_subscriber_receives_every_qos_promptly() {
         let took = t0.elapsed();
         assert_eq!(m.payload, payload.as_bytes(), "QoS {qos} payload");
         assert_eq!(m.qos, qos, "granted QoS");
-        assert!(took < Duration::from_secs(1), "QoS {qos} delivered after {took:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "QoS {qos} delivered after {took:?}"
+        );
         match qos {
             1 => sub.send(&ack(kind::PUBACK, m.pkid)).await,
             2 => sub.send(&ack(kind::PUBREC, m.pkid)).await,
@@ -83,9 +86,15 @@ async fn keep_alive_expiry_of_a_hibernated_client_fires_its_will() {
     let (mut c, _) = Raw::connect_ok(s.addr, c).await;
     until_hibernated(&s, 2.0).await;
     c.expect_closed(Duration::from_millis(1500 + 2000)).await;
-    assert!(t0.elapsed() >= Duration::from_millis(1000), "closed before 1 × keep-alive");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "closed before 1 × keep-alive"
+    );
     let m = o.next_publish().await;
-    assert_eq!((m.topic.as_str(), m.payload.as_slice()), (topic.as_str(), &b"gone"[..]));
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        (topic.as_str(), &b"gone"[..])
+    );
     let a = s.admin();
     wait_until(T, "the connection gauge drops", || async move {
         scrape(a, "tern_connections").await == 1.0
@@ -101,8 +110,12 @@ async fn hibernated_session_is_taken_over() {
     let (mut old, _) = Raw::connect_ok(s.addr, Connect::v5(&id).session_expiry(300)).await;
     old.subscribe(&uid("hib/t"), 1).await;
     until_hibernated(&s, 1.0).await;
-    let (mut new, ack) = Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(300)).await;
-    assert!(ack.session_present, "the session moved to the new connection");
+    let (mut new, ack) =
+        Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(300)).await;
+    assert!(
+        ack.session_present,
+        "the session moved to the new connection"
+    );
     old.expect_disconnect(&[0x8E], T).await;
     new.ping().await;
     s.stop().await;

@@ -137,9 +137,9 @@ impl Sleepers {
                 }
             }
         };
-        let registered =
-            self.registry
-                .register(&mut SourceFd(&fd), Token(key), Interest::READABLE);
+        let registered = self
+            .registry
+            .register(&mut SourceFd(&fd), Token(key), Interest::READABLE);
         if let Err(e) = registered {
             self.remove(key, None);
             return Err(e);
@@ -167,7 +167,12 @@ pub(crate) fn wake_all() {
     };
     let cells: Vec<Arc<SessionCell>> = {
         let slots = sleepers.slots.lock();
-        slots.cells.iter().flatten().filter_map(Weak::upgrade).collect()
+        slots
+            .cells
+            .iter()
+            .flatten()
+            .filter_map(Weak::upgrade)
+            .collect()
     };
     for cell in cells {
         cell.resume_parked();
@@ -212,6 +217,9 @@ impl SessionState {
 
 /// Tries to hibernate `conn`; gives it back if it cannot (not a plain-TCP
 /// connection, or something for it arrived meanwhile).
+// The connection moves through once per attempt; boxing it would cost an
+// allocation for nothing.
+#[allow(clippy::result_large_err)]
 pub(super) fn park<S: Send + 'static>(conn: Conn<S>) -> Result<(), Conn<S>> {
     if conn.home.is_none() {
         return Err(conn);
@@ -231,6 +239,7 @@ pub(super) fn park<S: Send + 'static>(conn: Conn<S>) -> Result<(), Conn<S>> {
     }
 }
 
+#[allow(clippy::result_large_err)]
 fn park_tcp(conn: Conn<TcpStream>) -> Result<(), Conn<TcpStream>> {
     let (io, conn) = conn.with_io(());
     let io = match io.into_std() {
@@ -289,7 +298,12 @@ impl Parked {
         } = *self;
         sleepers().remove(key, Some(io.as_raw_fd()));
         conn.broker.metrics().connections_hibernated.dec();
-        let respawn = conn.home.as_ref().expect("parked with a home").respawn.clone();
+        let respawn = conn
+            .home
+            .as_ref()
+            .expect("parked with a home")
+            .respawn
+            .clone();
         let kill = respawn.kill.clone().cancelled_owned();
         let serve = async move {
             let _tracked = _tracked;

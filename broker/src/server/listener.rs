@@ -226,7 +226,8 @@ impl<H: Handler> Listener<H> {
             if let Err(e) = stream.set_nodelay(true) {
                 debug!(listener = self.name, %peer, error = %e, "cannot set TCP_NODELAY");
             }
-            self.tracker.spawn(self.task(stream, peer, permit, &respawn));
+            self.tracker
+                .spawn(self.task(stream, peer, permit, &respawn));
         }
         // Hibernated connections have no task to see the shutdown token:
         // they are woken to say goodbye (DISCONNECT 0x8B) like the others.
