@@ -534,7 +534,12 @@ mod size_guard {
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .expect("permit");
-        let task = listener.task(stream, peer, permit);
+        let respawn = Arc::new(connection::Respawn {
+            handle: tokio::runtime::Handle::current(),
+            tracker: listener.tracker.clone(),
+            kill: listener.kill.clone(),
+        });
+        let task = listener.task(stream, peer, permit, &respawn);
         std::mem::size_of_val(&task)
     }
 
