@@ -221,7 +221,7 @@ impl SessionState {
 // allocation for nothing.
 #[allow(clippy::result_large_err)]
 pub(super) fn park<S: Send + 'static>(conn: Conn<S>) -> Result<(), Conn<S>> {
-    if conn.home.is_none() {
+    if conn.ctx.home.is_none() {
         return Err(conn);
     }
     // Only the plain-TCP path gets a `Home`, so `S` is a `TcpStream`.
@@ -275,7 +275,14 @@ fn park_tcp(conn: Conn<TcpStream>) -> Result<(), Conn<TcpStream>> {
         sleepers.remove(key, Some(fd));
         return Err(back(conn, io));
     }
-    let tracked = conn.home.as_ref().expect("checked").respawn.tracker.token();
+    let tracked = conn
+        .ctx
+        .home
+        .as_ref()
+        .expect("checked")
+        .respawn
+        .tracker
+        .token();
     conn.broker.metrics().connections_hibernated.inc();
     st.parked = Some(Box::new(Parked {
         io,
@@ -299,24 +306,46 @@ impl Parked {
         sleepers().remove(key, Some(io.as_raw_fd()));
         conn.broker.metrics().connections_hibernated.dec();
         let respawn = conn
+            .ctx
             .home
             .as_ref()
             .expect("parked with a home")
             .respawn
             .clone();
         let kill = respawn.kill.clone().cancelled_owned();
-        let serve = async move {
-            let _tracked = _tracked;
-            // In the runtime: the socket joins its reactor again.
-            match TcpStream::from_std(io) {
-                Ok(io) => super::live(conn.with_io(io).1).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot resume a hibernated connection");
-                    conn.lost();
-                }
+        // The socket joins the runtime's reactor here, not in the task, so
+        // that the task's future holds the connection once.
+        let _runtime = respawn.handle.enter();
+        let io = match TcpStream::from_std(io) {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot resume a hibernated connection");
+                conn.lost();
+                return;
             }
         };
+        let serve = Tracked {
+            _tracked,
+            inner: super::life(super::Slot::Live(conn.with_io(io).1)),
+        };
         respawn.handle.spawn(Killable { kill, serve });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future that keeps its listener's tracker counting it.
+    struct Tracked<F> {
+        _tracked: TaskTrackerToken,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Tracked<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<()> {
+        self.project().inner.poll(cx)
     }
 }
 
@@ -365,18 +394,16 @@ impl<S> Conn<S> {
             out_alias_max,
             aliases,
             read_hint,
-            shutdown,
+            ctx,
             stop,
             ka_ms,
             ka_heard,
             ka_due,
             trim_due,
             busy,
-            park_due,
-            active,
+            quiet_rounds,
             throttle,
             acks,
-            home,
         } = self;
         let conn = Conn {
             io,
@@ -397,18 +424,16 @@ impl<S> Conn<S> {
             out_alias_max,
             aliases,
             read_hint,
-            shutdown,
+            ctx,
             stop,
             ka_ms,
             ka_heard,
             ka_due,
             trim_due,
             busy,
-            park_due,
-            active,
+            quiet_rounds,
             throttle,
             acks,
-            home,
         };
         (old, conn)
     }
@@ -427,14 +452,15 @@ impl<S> Conn<S> {
     }
 
     /// Whether this idle connection may hibernate now: enabled, plain TCP,
-    /// quiet for a whole period, and holding nothing.
+    /// quiet for the whole threshold, and holding nothing.
     pub(super) fn may_park(&mut self, reading: bool, timers: bool) -> bool {
-        if self.park_due == 0 || super::keepalive::now_ms() < self.park_due {
+        let after = self.broker.config().limits.hibernate_after_ms;
+        if self.ctx.home.is_none() || after == 0 {
             return false;
         }
-        self.park_due = 0;
-        let active = std::mem::take(&mut self.active);
-        let ok = !active
+        // Idle checks come every min(threshold, trim period).
+        let rounds = after.div_ceil(after.min(super::TRIM_MS));
+        let ok = u64::from(self.quiet_rounds) >= rounds
             && reading
             && !timers
             && self.rbuf.is_empty()
@@ -445,7 +471,7 @@ impl<S> Conn<S> {
             self.rbuf = bytes::BytesMut::new();
             self.wbuf = bytes::BytesMut::new();
             self.read_hint = READ_MIN;
-            self.trim_due = 0;
+            self.quiet_rounds = 0;
         }
         ok
     }
@@ -459,6 +485,6 @@ mod size_guard {
     fn parked_record_stays_small() {
         let size = std::mem::size_of::<super::Parked>();
         println!("Parked: {size} bytes");
-        assert!(size <= 384, "the parked record grew to {size} bytes");
+        assert!(size <= 320, "the parked record grew to {size} bytes");
     }
 }

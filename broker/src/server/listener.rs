@@ -247,32 +247,32 @@ impl<H: Handler> Listener<H> {
         respawn: &Arc<Respawn>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let token = self.shutdown.clone();
-        let (serve, permit) =
-            if self.tls.is_none() && !self.edge.proxy && self.edge.ws_path.is_none() {
-                let info = ConnInfo {
-                    peer,
-                    listener: self.name,
-                    cert_cn: None,
-                };
-                // The handler holds the permit: a hibernating connection
-                // keeps it beyond its task.
-                let home = Home {
-                    respawn: respawn.clone(),
-                    _permit: permit,
-                };
-                let serve = self.handler.handle_tcp(stream, info, token, home);
-                (Either::Left(serve), None)
-            } else {
-                // Boxed as a whole, so that plain-TCP connection tasks carry
-                // neither the PROXY, TLS and WebSocket state machines nor
-                // their streams.
-                let serve = Box::pin(self.clone().serve_edge(stream, peer, token));
-                (Either::Right(serve), Some(permit))
+        // The permit is held by the handler (a hibernating connection
+        // keeps it beyond its task) or by the boxed edge future.
+        let serve = if self.tls.is_none() && !self.edge.proxy && self.edge.ws_path.is_none() {
+            let info = ConnInfo {
+                peer,
+                listener: self.name,
+                cert_cn: None,
             };
+            let home = Home {
+                respawn: respawn.clone(),
+                _permit: permit,
+            };
+            Either::Left(self.handler.handle_tcp(stream, info, token, home))
+        } else {
+            // Boxed as a whole, so that plain-TCP connection tasks carry
+            // neither the PROXY, TLS and WebSocket state machines nor their
+            // streams.
+            let edge = self.clone().serve_edge(stream, peer, token);
+            Either::Right(Box::pin(async move {
+                let _permit = permit;
+                edge.await
+            }))
+        };
         Task {
             kill: self.kill.clone().cancelled_owned(),
             serve,
-            _permit: permit,
         }
     }
 
@@ -368,14 +368,14 @@ impl<H: Handler> Listener<H> {
 }
 
 pin_project! {
-    /// One connection task: the handler's future, dropped at once when the
-    /// grace period runs out (`kill`), holding a connection-limit permit.
+    /// One connection task: the handler's future (which holds the
+    /// connection-limit permit), dropped at once when the grace period
+    /// runs out (`kill`).
     struct Task<F> {
         #[pin]
         kill: WaitForCancellationFutureOwned,
         #[pin]
         serve: F,
-        _permit: Option<OwnedSemaphorePermit>,
     }
 }
 
