@@ -166,8 +166,7 @@ pub struct LimitsConfig {
     /// A plain-TCP connection idle this long (nothing to read, write or
     /// acknowledge) hibernates: its task ends and a compact record waits
     /// in one shared epoll until the client, a delivery, keep-alive,
-    /// takeover or shutdown needs it. 0 (the default) turns it off: see
-    /// benches/NOTES.md for why it does not lower peak RSS yet.
+    /// takeover or shutdown needs it. 0 turns it off.
     pub hibernate_after_ms: u64,
 }
 
@@ -189,7 +188,7 @@ impl Default for LimitsConfig {
             slow_consumer_timeout_secs: 30,
             max_memory_mb: 0,
             memory_check_interval_ms: 1000,
-            hibernate_after_ms: 0,
+            hibernate_after_ms: 1000,
         }
     }
 }

@@ -222,7 +222,9 @@ where
     life(Slot::Start(start))
 }
 
-/// What a connection task holds: its start, then the connection.
+/// What a connection task holds: its start, then the connection (inline
+/// on purpose: it is the task's long-lived state).
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Slot<S> {
     Start(Box<Start<S>>),
     Live(Conn<S>),
@@ -242,7 +244,8 @@ impl<S> Slot<S> {
 /// hibernated connection coming back ([`Slot::Live`]), then serving until
 /// it closes or hibernates (the task ends). The connection lives in `slot`
 /// and is used in place: moving it through locals or `async fn` arguments
-/// would store it twice in the task's future.
+/// would store it twice in the task's future (hence no `async fn`).
+#[allow(clippy::manual_async_fn)]
 pub(super) fn life<S>(mut slot: Slot<S>) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
