@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Metrics {
     /// Currently open client connections (after CONNACK).
     pub connections: Gauge,
+    /// Of those, connections hibernated while idle (no task of their own).
+    pub connections_hibernated: Gauge,
     /// Client connections accepted since start.
     pub connections_total: Counter,
     /// Connections refused (listener full, bad CONNECT, auth failure).
@@ -152,6 +154,11 @@ impl Metrics {
         let mut registry = Registry::with_prefix_and_labels("tern", labels);
         let m = self.clone();
         registry.register("connections", "Open client connections", m.connections);
+        registry.register(
+            "connections_hibernated",
+            "Open client connections hibernated while idle",
+            m.connections_hibernated,
+        );
         registry.register(
             "connections_accepted",
             "Client connections accepted",

@@ -80,6 +80,16 @@ impl Handler for BrokerHandler {
     {
         connection::serve(stream, info, self.0.clone(), shutdown)
     }
+
+    fn handle_tcp(
+        &self,
+        stream: tokio::net::TcpStream,
+        info: ConnInfo,
+        shutdown: CancellationToken,
+        home: connection::Home,
+    ) -> impl Future<Output = ()> + Send + use<> {
+        connection::serve_tcp(stream, info, self.0.clone(), shutdown, home)
+    }
 }
 
 /// A running broker node. Dropping it cancels the shutdown token without
@@ -524,7 +534,12 @@ mod size_guard {
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .expect("permit");
-        let task = listener.task(stream, peer, permit);
+        let respawn = Arc::new(connection::Respawn {
+            handle: tokio::runtime::Handle::current(),
+            tracker: listener.tracker.clone(),
+            kill: listener.kill.clone(),
+        });
+        let task = listener.task(stream, peer, permit, &respawn);
         std::mem::size_of_val(&task)
     }
 

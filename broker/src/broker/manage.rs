@@ -27,6 +27,7 @@ impl Broker {
                 let id = owner.id;
                 owner.kick.cancel();
                 st.admin_kick = Some(id);
+                st.resume_parked(&cell);
             }
         }
         if cleanup {

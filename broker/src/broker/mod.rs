@@ -47,6 +47,8 @@ pub struct SessionCell {
     pub(crate) notify: Notify,
     /// Cheap "has a connection" flag for shared-subscription picks.
     online: AtomicBool,
+    /// Set while `state.parked` holds a hibernated connection.
+    pub(crate) parked: AtomicBool,
 }
 
 pub(crate) struct SessionState {
@@ -66,6 +68,8 @@ pub(crate) struct SessionState {
     /// The owner a management request disconnected (its connection closes
     /// with 0x98 administrative action rather than 0x8E).
     pub admin_kick: Option<u64>,
+    /// The owner's connection, while it hibernates.
+    pub(crate) parked: Option<Box<crate::connection::Parked>>,
 }
 
 /// What the admin API shows of a session's connection.
@@ -106,9 +110,11 @@ impl SessionCell {
                 connected_at: 0,
                 conn: None,
                 admin_kick: None,
+                parked: None,
             }),
             notify: Notify::new(),
             online: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
         })
     }
 
@@ -343,6 +349,7 @@ impl Broker {
                 let mut st = old.state.lock();
                 if let Some(prev) = st.owner.take() {
                     prev.kick.cancel();
+                    st.resume_parked(&old);
                 }
                 if clean_start || st.ended {
                     st.ended = true;

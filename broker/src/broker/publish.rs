@@ -238,7 +238,7 @@ impl Broker {
         match outcome {
             Enqueued::Queued => {
                 if online {
-                    cell.notify.notify_one();
+                    cell.wake();
                 }
                 true
             }

@@ -62,6 +62,7 @@ impl Broker {
         let mut st = cell.state.lock();
         if let Some(owner) = st.owner.take() {
             owner.kick.cancel();
+            st.resume_parked(&cell);
         }
         cell.online.store(false, Ordering::Relaxed);
         st.ended = true;

@@ -28,7 +28,9 @@ pub(super) const EDGE_DOC: &str = "# [listeners.ws] / [listeners.wss]: MQTT over
                       #     queue is kept (up to the headroom) and its publishers are slowed.\n\
                       #   slow_consumer_timeout_secs: a subscriber stuck this long is disconnected.\n\
                       #   max_memory_mb, memory_check_interval_ms: above this RSS new clients get\n\
-                      #     CONNACK server busy.\n\n";
+                      #     CONNACK server busy.\n\
+                      #   hibernate_after_ms: an idle plain-TCP connection parks its task after\n\
+                      #     this (0: never); it wakes on traffic, deliveries, keep-alive, takeover.\n\n";
 
 /// MQTT over WebSocket (subprotocol `mqtt`, binary frames).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +163,11 @@ pub struct LimitsConfig {
     pub max_memory_mb: u64,
     /// How often resident memory is sampled, milliseconds.
     pub memory_check_interval_ms: u64,
+    /// A plain-TCP connection idle this long (nothing to read, write or
+    /// acknowledge) hibernates: its task ends and a compact record waits
+    /// in one shared epoll until the client, a delivery, keep-alive,
+    /// takeover or shutdown needs it. 0 turns it off.
+    pub hibernate_after_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -181,6 +188,7 @@ impl Default for LimitsConfig {
             slow_consumer_timeout_secs: 30,
             max_memory_mb: 0,
             memory_check_interval_ms: 1000,
+            hibernate_after_ms: 1000,
         }
     }
 }

@@ -29,6 +29,11 @@ impl Acks {
         self.queue.len() >= ACKS_MAX
     }
 
+    /// True when no acknowledgement waits at all.
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// True when some entry has not completed yet (worth polling).
     pub(super) fn waiting(&self) -> bool {
         self.ready < self.queue.len()

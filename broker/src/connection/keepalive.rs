@@ -87,7 +87,9 @@ fn sweep(wheel: &Wheel) {
         // Not under the lock: connections register from their own threads.
         drop(slots);
         for cell in due.iter().filter_map(Weak::upgrade) {
-            cell.notify.notify_one();
+            // A connection hibernating meanwhile checks under its session's
+            // lock that its keep-alive is not due yet, so no wake-up is lost.
+            cell.wake();
         }
         drop(due);
         slots = wheel.slots.lock();

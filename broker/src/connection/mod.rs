@@ -6,6 +6,7 @@
 mod acks;
 mod authorize;
 mod handshake;
+mod hibernate;
 mod inbound;
 mod keepalive;
 mod outbound;
@@ -50,6 +51,8 @@ const QUIET_READ: usize = 64;
 /// buffers (checked through the shared timer, at most once per period).
 const TRIM_MS: u64 = 1000;
 
+pub(crate) use hibernate::{wake_all, Home, Parked, Respawn};
+
 /// Serves one client connection until it closes, the protocol ends it, or
 /// `shutdown` is cancelled (then 5.0 clients get DISCONNECT 0x8B first).
 pub fn serve<S>(
@@ -57,6 +60,31 @@ pub fn serve<S>(
     info: ConnInfo,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_with(stream, info, broker, shutdown, None)
+}
+
+/// [`serve`] for a plain-TCP connection that may hibernate while idle
+/// (`limits.hibernate_after_ms`), holding its listener's `home`.
+pub(crate) fn serve_tcp(
+    stream: tokio::net::TcpStream,
+    info: ConnInfo,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    home: Home,
+) -> impl Future<Output = ()> + Send {
+    serve_with(stream, info, broker, shutdown, Some(home))
+}
+
+fn serve_with<S>(
+    stream: S,
+    info: ConnInfo,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    home: Option<Home>,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -69,6 +97,7 @@ where
         info,
         broker,
         shutdown,
+        home,
     });
     Traced {
         inner: run(start),
@@ -97,11 +126,12 @@ impl<F: Future> Future for Traced<F> {
 }
 
 /// What a connection starts from.
-struct Start<S> {
+pub(super) struct Start<S> {
     io: S,
     info: ConnInfo,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
+    home: Option<Home>,
 }
 
 /// Why the connection loop stopped.
@@ -146,50 +176,111 @@ pub(crate) struct Conn<S> {
     pub cell: Arc<SessionCell>,
     pub owner_id: u64,
     pub will: Option<Box<Will>>,
-    pub max_in_packet: usize,
-    pub max_out_packet: usize,
-    pub out_window: usize,
+    /// Packet size limits and the in-flight window: `u32`, so that three
+    /// of them take the room of two `usize`s in every connection.
+    pub max_in_packet: u32,
+    pub max_out_packet: u32,
+    pub out_window: u32,
     pub out_alias_max: u16,
     pub aliases: Option<Box<Aliases>>,
     read_hint: usize,
-    /// The server's shutdown token.
-    shutdown: CancellationToken,
+    /// The server's shutdown token and, for plain TCP, where the
+    /// connection comes back after hibernating (one box for both).
+    ctx: Box<Ctx>,
     /// Cancelled on shutdown (a child of `shutdown`) or when another
     /// connection takes the session over: one wait covers both.
     stop: CancellationToken,
     /// 1.5 × the keep-alive in ms (0: none), when the client was last
     /// heard from, and when the shared timer is due to wake us.
-    ka_ms: u64,
+    ka_ms: u32,
     ka_heard: u64,
     ka_due: u64,
     /// When the shared timer is due to look at idle buffers (0: not set),
     /// and whether the connection read or wrote since it was set.
     trim_due: u64,
     busy: bool,
+    /// Quiet periods in a row (the idle check found it neither read nor
+    /// wrote), for hibernation.
+    quiet_rounds: u16,
     /// Publish rate, backpressure and slow-consumer state.
     pub(crate) throttle: Option<Box<throttle::Throttle>>,
     /// Acknowledgements waiting on remote nodes or the durable store.
     acks: acks::Acks,
 }
 
-async fn run<S>(start: Box<Start<S>>)
+/// The rarely used part of a connection's context.
+pub(crate) struct Ctx {
+    shutdown: CancellationToken,
+    /// `None`: the connection never hibernates.
+    home: Option<Home>,
+}
+
+fn run<S>(start: Box<Start<S>>) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Boxed and dropped once done, so that the long-lived task holds only
-    // `Conn` and the loop's state: idle connections stay small.
-    let Some(mut conn) = Box::pin(establish(start)).await else {
-        return;
-    };
-    // One gauge, not a clone of every metric, lives as long as the loop.
-    let connections = conn.broker.metrics().connections.clone();
-    connections.inc();
-    conn.broker.metrics().connections_total.inc();
-    conn.resend_inflight();
-    let close = conn.serve_loop().await;
-    let close = conn.admin_kicked(close);
-    Box::pin(conn.finish(close)).await;
-    connections.dec();
+    life(Slot::Start(start))
+}
+
+/// What a connection task holds: its start, then the connection (inline
+/// on purpose: it is the task's long-lived state).
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Slot<S> {
+    Start(Box<Start<S>>),
+    Live(Conn<S>),
+    Gone,
+}
+
+impl<S> Slot<S> {
+    fn take(&mut self) -> Option<Conn<S>> {
+        match std::mem::replace(self, Slot::Gone) {
+            Slot::Live(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// A connection's task: the handshake (from [`Slot::Start`]), or a
+/// hibernated connection coming back ([`Slot::Live`]), then serving until
+/// it closes or hibernates (the task ends). The connection lives in `slot`
+/// and is used in place: moving it through locals or `async fn` arguments
+/// would store it twice in the task's future (hence no `async fn`).
+#[allow(clippy::manual_async_fn)]
+pub(super) fn life<S>(mut slot: Slot<S>) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        if let Slot::Start(_) = slot {
+            let Slot::Start(start) = std::mem::replace(&mut slot, Slot::Gone) else {
+                unreachable!()
+            };
+            // Boxed and dropped once done, so that the long-lived task
+            // holds only `Conn` and the loop's state.
+            if let Some(conn) = Box::pin(establish(start)).await {
+                slot = Slot::Live(conn);
+            }
+        }
+        loop {
+            let close = match &mut slot {
+                Slot::Live(conn) => conn.serve_loop().await,
+                _ => return,
+            };
+            let Some(close) = close else {
+                match hibernate::park(slot.take().expect("serving")) {
+                    Ok(()) => return,
+                    Err(c) => slot = Slot::Live(c),
+                }
+                continue;
+            };
+            let conn = slot.take().expect("serving");
+            let close = conn.admin_kicked(close);
+            let connections = conn.broker.metrics().connections.clone();
+            Box::pin(conn.finish(close)).await;
+            connections.dec();
+            return;
+        }
+    }
 }
 
 /// Reads CONNECT, runs the handshake and queues CONNACK. Returns the
@@ -203,6 +294,7 @@ where
         info,
         broker,
         shutdown,
+        home,
     } = *start;
     let max_in = broker.config().mqtt.max_packet_size as usize;
     // `limits.connect_timeout_secs`: a socket that sends no CONNECT is closed.
@@ -274,19 +366,20 @@ where
         cell: accepted.attached.cell,
         owner_id: accepted.attached.owner_id,
         will: accepted.will.map(Box::new),
-        max_in_packet: max_in,
-        max_out_packet: accepted.max_out_packet,
-        out_window: accepted.out_window,
+        max_in_packet: u32::try_from(max_in).unwrap_or(u32::MAX),
+        max_out_packet: u32::try_from(accepted.max_out_packet).unwrap_or(u32::MAX),
+        out_window: u32::try_from(accepted.out_window).unwrap_or(u32::MAX),
         out_alias_max: accepted.out_alias_max,
         aliases: None,
         read_hint: READ_MIN,
-        shutdown,
+        ctx: Box::new(Ctx { shutdown, home }),
         stop,
-        ka_ms: u64::from(accepted.keep_alive) * 1500,
+        ka_ms: u32::from(accepted.keep_alive) * 1500,
         ka_heard: 0,
         ka_due: 0,
         trim_due: 0,
         busy: false,
+        quiet_rounds: 0,
         throttle: throttle::Throttle::new(&broker.config().limits),
         acks: acks::Acks::default(),
         broker,
@@ -294,6 +387,14 @@ where
     if let Err(close) = conn.send(&Packet::ConnAck(accepted.connack)) {
         Box::pin(conn.finish(close)).await;
         return None;
+    }
+    conn.broker.metrics().connections.inc();
+    conn.broker.metrics().connections_total.inc();
+    conn.resend_inflight();
+    if conn.ka_ms > 0 {
+        conn.ka_heard = keepalive::now_ms();
+        conn.ka_due = conn.ka_heard + u64::from(conn.ka_ms);
+        keepalive::wake_at(conn.ka_due, &conn.cell);
     }
     Some(conn)
 }
@@ -334,28 +435,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     /// Why `stop` was cancelled.
     fn stopped(&self) -> Close {
-        if self.shutdown.is_cancelled() {
+        if self.ctx.shutdown.is_cancelled() {
             shutting_down()
         } else {
             taken_over()
         }
     }
 
-    async fn serve_loop(&mut self) -> Close {
-        if self.ka_ms > 0 {
-            self.ka_heard = keepalive::now_ms();
-            self.ka_due = self.ka_heard + self.ka_ms;
-            keepalive::wake_at(self.ka_due, &self.cell);
-        }
+    /// Serves until the connection closes (`Some`) or may hibernate (`None`).
+    async fn serve_loop(&mut self) -> Option<Close> {
         loop {
             let more = self.fill_wbuf();
             let stall = match self.stall_check(!self.wbuf.is_empty()) {
                 Ok(s) => s,
-                Err(close) => return close,
+                Err(close) => return Some(close),
             };
             if !self.wbuf.is_empty() {
                 if let Err(close) = self.write_out().await {
-                    return close;
+                    return Some(close);
                 }
             }
             // A released read buffer stays released until bytes arrive:
@@ -365,11 +462,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             if !quiet && self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
                 self.rbuf.reserve(self.read_hint);
             }
-            if self.trim_due == 0 && (self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0) {
-                // Buffers are held: look again after a quiet period.
-                self.trim_due = keepalive::now_ms() + TRIM_MS;
-                self.busy = false;
-                keepalive::wake_at(self.trim_due, &self.cell);
+            if self.trim_due == 0 {
+                // Buffers are held, or the connection may hibernate: look
+                // again after a quiet period.
+                let period = self.idle_period();
+                if period > 0 {
+                    self.trim_due = keepalive::now_ms() + period;
+                    self.busy = false;
+                    keepalive::wake_at(self.trim_due, &self.cell);
+                }
             }
             let hold = self.read_hold();
             let backlog = hold.is_none()
@@ -377,7 +478,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             if backlog {
                 // Input held back by the publish rate comes before new reads.
                 if let Err(close) = self.process_all_input().await {
-                    return close;
+                    return Some(close);
                 }
                 continue;
             }
@@ -388,16 +489,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            // Something other than the client is due: not a time to hibernate.
+            let timers = wake.is_some() || more;
             tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => return self.stopped(),
+                _ = self.stop.cancelled() => return Some(self.stopped()),
                 _ = self.acks.progress(), if self.acks.waiting() => {
                     if let Err(close) = self.release_acks().await {
-                        return close;
+                        return Some(close);
                     }
                 }
                 r = self.io.read_buf(&mut self.rbuf), if reading => match r {
-                    Ok(0) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "closed by client" },
+                    Ok(0) => return Some(Close { kind: CloseKind::Abnormal, disconnect: None, why: "closed by client" }),
                     Ok(n) => {
                         self.busy = true;
                         self.broker.metrics().bytes_in.inc_by(n as u64);
@@ -407,21 +510,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                             self.ka_heard = keepalive::now_ms();
                         }
                         if let Err(close) = self.process_all_input().await {
-                            return close;
+                            return Some(close);
                         }
                         if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
                             self.rbuf = BytesMut::new();
                         }
                     }
-                    Err(_) => return Close { kind: CloseKind::Abnormal, disconnect: None, why: "read failed" },
+                    Err(_) => return Some(Close { kind: CloseKind::Abnormal, disconnect: None, why: "read failed" }),
                 },
                 _ = throttle::timer(&mut self.throttle, wake) => {}
                 // New messages, or the shared timer (keep-alive, idle buffers).
                 _ = self.cell.notify.notified() => {
                     if let Err(close) = self.keep_alive(reading) {
-                        return close;
+                        return Some(close);
                     }
-                    self.trim_idle();
+                    if self.trim_idle() && self.may_park(reading, timers) {
+                        return None;
+                    }
                 }
                 _ = std::future::ready(()), if more => {}
             }
@@ -439,7 +544,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         if now < self.ka_due {
             return Ok(());
         }
-        let due = self.ka_heard + self.ka_ms;
+        let due = self.ka_heard + u64::from(self.ka_ms);
         if now >= due {
             if reading {
                 return Err(Close {
@@ -451,22 +556,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             // Not reading on purpose: the client is not to blame.
             self.ka_heard = now;
         }
-        self.ka_due = self.ka_heard + self.ka_ms;
+        self.ka_due = self.ka_heard + u64::from(self.ka_ms);
         keepalive::wake_at(self.ka_due, &self.cell);
         Ok(())
     }
 
+    /// How long until the next idle check (0: none needed): the buffer
+    /// trim period while buffers are held, and no longer than the
+    /// hibernation threshold when the connection may hibernate.
+    fn idle_period(&self) -> u64 {
+        let held = self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0;
+        let hibernate = match self.ctx.home {
+            Some(_) => self.broker.config().limits.hibernate_after_ms,
+            None => 0,
+        };
+        match (held, hibernate) {
+            (_, 0) if held => TRIM_MS,
+            (_, 0) => 0,
+            (_, h) => h.min(TRIM_MS),
+        }
+    }
+
     /// When the shared timer looked in after a quiet period: buffers of a
     /// connection that neither read nor wrote since are released, so an
-    /// idle connection holds none (a busy one keeps its capacity).
-    fn trim_idle(&mut self) {
+    /// idle connection holds none (a busy one keeps its capacity). True
+    /// when this was such a quiet period.
+    fn trim_idle(&mut self) -> bool {
         if self.trim_due == 0 || keepalive::now_ms() < self.trim_due {
-            return;
+            return false;
         }
         self.trim_due = 0;
         if std::mem::take(&mut self.busy) {
-            return;
+            self.quiet_rounds = 0;
+            return false;
         }
+        self.quiet_rounds = self.quiet_rounds.saturating_add(1);
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
             self.read_hint = READ_MIN;
@@ -474,6 +598,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         if self.wbuf.is_empty() {
             self.wbuf = BytesMut::new();
         }
+        true
     }
 
     /// Writes the write buffer: at once if the socket takes it, else in a
@@ -530,7 +655,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             if self.rate_paused() {
                 return Ok(None);
             }
-            match codec::decode(&mut self.rbuf, Some(self.protocol), self.max_in_packet) {
+            match codec::decode(
+                &mut self.rbuf,
+                Some(self.protocol),
+                self.max_in_packet as usize,
+            ) {
                 Ok(Some(p)) => match self.behind_acks(|c| c.handle(p))? {
                     None => {}
                     Some(authorize::Pending::Ack(ack)) => self.acks.push(ack),

@@ -26,7 +26,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             {
                 let mut st = self.cell.state.lock();
                 while batch.len() < BATCH {
-                    match st.next_sendable(self.out_window, now, &mut expired) {
+                    match st.next_sendable(self.out_window as usize, now, &mut expired) {
                         Some(x) => batch.push(x),
                         None => break,
                     }
@@ -74,7 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         };
         let new_alias = self.apply_alias(&mut p, &d.msg.topic);
         let packet = Packet::Publish(p);
-        if codec::encoded_len(&packet, self.protocol) > self.max_out_packet {
+        if codec::encoded_len(&packet, self.protocol) > self.max_out_packet as usize {
             if let Some(a) = new_alias {
                 // The client never learns an alias in a packet it never sees.
                 if let Some(aliases) = &mut self.aliases {

@@ -2,7 +2,7 @@
 //! protocol handler so they are testable without a broker.
 
 use crate::admin::Health;
-use crate::connection::ConnInfo;
+use crate::connection::{ConnInfo, Home, Respawn};
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use pin_project_lite::pin_project;
@@ -43,6 +43,23 @@ pub(crate) trait Handler: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send + use<Self, S>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// [`handle`](Handler::handle) for a plain-TCP stream, holding `home`
+    /// (the connection permit, and what a hibernated connection needs to
+    /// come back) for the connection's whole life.
+    fn handle_tcp(
+        &self,
+        stream: TcpStream,
+        info: ConnInfo,
+        shutdown: CancellationToken,
+        home: Home,
+    ) -> impl Future<Output = ()> + Send + use<Self> {
+        let serve = self.handle(stream, info, shutdown);
+        async move {
+            let _home = home;
+            serve.await
+        }
+    }
 }
 
 /// Everything an accept loop and its connection tasks share.
@@ -150,6 +167,11 @@ impl<H: Handler> Listener<H> {
         let (mut full_log, mut error_log) = (LogLimit::default(), LogLimit::default());
         let mut rate_log = LogLimit::default();
         let (rate, burst) = self.edge.connect_rate;
+        let respawn = Arc::new(Respawn {
+            handle: tokio::runtime::Handle::current(),
+            tracker: self.tracker.clone(),
+            kill: self.kill.clone(),
+        });
         let mut bucket = (rate > 0).then(|| {
             TokenBucket::new(
                 f64::from(rate),
@@ -204,8 +226,12 @@ impl<H: Handler> Listener<H> {
             if let Err(e) = stream.set_nodelay(true) {
                 debug!(listener = self.name, %peer, error = %e, "cannot set TCP_NODELAY");
             }
-            self.tracker.spawn(self.task(stream, peer, permit));
+            self.tracker
+                .spawn(self.task(stream, peer, permit, &respawn));
         }
+        // Hibernated connections have no task to see the shutdown token:
+        // they are woken to say goodbye (DISCONNECT 0x8B) like the others.
+        crate::connection::wake_all();
         self.health.set(self.name, false);
         debug!(listener = self.name, "accept loop stopped");
     }
@@ -218,25 +244,35 @@ impl<H: Handler> Listener<H> {
         stream: TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
+        respawn: &Arc<Respawn>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let token = self.shutdown.clone();
+        // The permit is held by the handler (a hibernating connection
+        // keeps it beyond its task) or by the boxed edge future.
         let serve = if self.tls.is_none() && !self.edge.proxy && self.edge.ws_path.is_none() {
             let info = ConnInfo {
                 peer,
                 listener: self.name,
                 cert_cn: None,
             };
-            Either::Left(self.handler.handle(stream, info, token))
+            let home = Home {
+                respawn: respawn.clone(),
+                _permit: permit,
+            };
+            Either::Left(self.handler.handle_tcp(stream, info, token, home))
         } else {
             // Boxed as a whole, so that plain-TCP connection tasks carry
             // neither the PROXY, TLS and WebSocket state machines nor their
             // streams.
-            Either::Right(Box::pin(self.clone().serve_edge(stream, peer, token)))
+            let edge = self.clone().serve_edge(stream, peer, token);
+            Either::Right(Box::pin(async move {
+                let _permit = permit;
+                edge.await
+            }))
         };
         Task {
             kill: self.kill.clone().cancelled_owned(),
             serve,
-            _permit: permit,
         }
     }
 
@@ -332,14 +368,14 @@ impl<H: Handler> Listener<H> {
 }
 
 pin_project! {
-    /// One connection task: the handler's future, dropped at once when the
-    /// grace period runs out (`kill`), holding a connection-limit permit.
+    /// One connection task: the handler's future (which holds the
+    /// connection-limit permit), dropped at once when the grace period
+    /// runs out (`kill`).
     struct Task<F> {
         #[pin]
         kill: WaitForCancellationFutureOwned,
         #[pin]
         serve: F,
-        _permit: OwnedSemaphorePermit,
     }
 }
 

@@ -1,0 +1,490 @@
+//! Hibernation of idle plain-TCP connections, as EMQX and VerneMQ
+//! hibernate idle Erlang processes. A connection quiet for
+//! `limits.hibernate_after_ms` (nothing read, written, queued or waiting
+//! for an acknowledgement) ends its task: its socket leaves tokio's reactor
+//! and joins one shared epoll (a thread of its own), and its state waits as
+//! a [`Parked`] record in its session. Whatever needs the connection wakes
+//! it back into a task, in the listener's runtime, tracked and holding its
+//! connection permit as before:
+//!
+//! - the socket becomes readable or closes: the epoll thread;
+//! - the session gets something to deliver, or the shared keep-alive timer
+//!   fires: [`SessionCell::wake`] (publish path, keep-alive wheel);
+//! - takeover and admin disconnect: the broker, where it cancels the
+//!   owner's token ([`SessionState::take_parked`]);
+//! - shutdown: the listener, once its accept loop stops ([`wake_all`]).
+//!
+//! Parking checks, under the session's lock, that nothing of that happened
+//! already (queue, token, socket, keep-alive); every waker looks under the
+//! same lock, so no wake-up is lost in between.
+
+use super::{Conn, READ_MIN};
+use crate::broker::{SessionCell, SessionState};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+use parking_lot::Mutex;
+use std::any::Any;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll as TaskPoll};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
+
+/// Where a connection's task runs, so a hibernated one can come back: the
+/// listener's runtime, task tracker (shutdown waits for it) and kill token
+/// (the end of the grace period), shared by the listener's connections.
+pub(crate) struct Respawn {
+    pub handle: tokio::runtime::Handle,
+    pub tracker: TaskTracker,
+    pub kill: CancellationToken,
+}
+
+/// What a plain-TCP connection holds to be able to hibernate: its
+/// listener's [`Respawn`] and its connection-limit permit.
+pub(crate) struct Home {
+    pub respawn: Arc<Respawn>,
+    pub _permit: OwnedSemaphorePermit,
+}
+
+/// A hibernated connection: its socket (in the shared epoll under `key`)
+/// and its state, waiting in its session until something wakes it.
+pub(crate) struct Parked {
+    io: std::net::TcpStream,
+    key: usize,
+    conn: Conn<()>,
+    /// Keeps the listener's tracker counting the connection.
+    _tracked: TaskTrackerToken,
+}
+
+/// The shared epoll: parked sockets, each under a slab key that names its
+/// session.
+struct Sleepers {
+    registry: Registry,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    cells: Vec<Option<Weak<SessionCell>>>,
+    free: Vec<usize>,
+}
+
+/// Started by the first connection that parks.
+static SLEEPERS: OnceLock<&'static Sleepers> = OnceLock::new();
+
+fn sleepers() -> &'static Sleepers {
+    SLEEPERS.get_or_init(|| {
+        let poll = Poll::new().expect("create the hibernation epoll");
+        let registry = poll.registry().try_clone().expect("clone the registry");
+        let sleepers: &'static Sleepers = Box::leak(Box::new(Sleepers {
+            registry,
+            slots: Mutex::default(),
+        }));
+        // A plain thread, like the keep-alive timer: connections of every
+        // runtime share it.
+        std::thread::Builder::new()
+            .name("tern-hibernate".into())
+            .spawn(move || watch(poll, sleepers))
+            .expect("spawn the hibernation thread");
+        sleepers
+    })
+}
+
+/// The epoll thread: wakes the connections whose sockets became readable
+/// (or closed). A late event for a key reused since wakes another session
+/// at worst, which finds nothing parked or goes back to sleep.
+fn watch(mut poll: Poll, sleepers: &Sleepers) {
+    let mut events = Events::with_capacity(256);
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "hibernation epoll failed");
+                return;
+            }
+            continue;
+        }
+        let cells: Vec<Arc<SessionCell>> = {
+            let slots = sleepers.slots.lock();
+            events
+                .iter()
+                .filter_map(|e| slots.cells.get(e.token().0)?.as_ref()?.upgrade())
+                .collect()
+        };
+        for cell in cells {
+            cell.resume_parked();
+        }
+    }
+}
+
+impl Sleepers {
+    fn insert(&self, fd: i32, cell: &Arc<SessionCell>) -> std::io::Result<usize> {
+        let key = {
+            let mut slots = self.slots.lock();
+            let weak = Some(Arc::downgrade(cell));
+            match slots.free.pop() {
+                Some(k) => {
+                    slots.cells[k] = weak;
+                    k
+                }
+                None => {
+                    slots.cells.push(weak);
+                    slots.cells.len() - 1
+                }
+            }
+        };
+        let registered = self
+            .registry
+            .register(&mut SourceFd(&fd), Token(key), Interest::READABLE);
+        if let Err(e) = registered {
+            self.remove(key, None);
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    fn remove(&self, key: usize, fd: Option<i32>) {
+        if let Some(fd) = fd {
+            let _ = self.registry.deregister(&mut SourceFd(&fd));
+        }
+        let mut slots = self.slots.lock();
+        if let Some(slot) = slots.cells.get_mut(key) {
+            *slot = None;
+            slots.free.push(key);
+        }
+    }
+}
+
+/// Wakes every hibernated connection (of every listener: the others go
+/// back to sleep), for shutdown.
+pub(crate) fn wake_all() {
+    let Some(sleepers) = SLEEPERS.get() else {
+        return;
+    };
+    let cells: Vec<Arc<SessionCell>> = {
+        let slots = sleepers.slots.lock();
+        slots
+            .cells
+            .iter()
+            .flatten()
+            .filter_map(Weak::upgrade)
+            .collect()
+    };
+    for cell in cells {
+        cell.resume_parked();
+    }
+}
+
+impl SessionCell {
+    /// Wakes the session's connection: the live one's `notify`, or a
+    /// hibernated one back into a task.
+    pub(crate) fn wake(&self) {
+        self.notify.notify_one();
+        if self.parked.load(Ordering::SeqCst) {
+            self.resume_parked();
+        }
+    }
+
+    /// Brings the session's hibernated connection, if any, back to life.
+    pub(crate) fn resume_parked(&self) {
+        let parked = self.state.lock().take_parked(self);
+        if let Some(p) = parked {
+            p.resume();
+        }
+    }
+}
+
+impl SessionState {
+    /// Takes the hibernated connection out (the caller resumes it).
+    pub(crate) fn take_parked(&mut self, cell: &SessionCell) -> Option<Box<Parked>> {
+        let p = self.parked.take()?;
+        cell.parked.store(false, Ordering::SeqCst);
+        Some(p)
+    }
+
+    /// Resumes the hibernated connection, if any: for a takeover or an
+    /// admin disconnect, right after its owner's token was cancelled.
+    pub(crate) fn resume_parked(&mut self, cell: &SessionCell) {
+        if let Some(p) = self.take_parked(cell) {
+            p.resume();
+        }
+    }
+}
+
+/// Tries to hibernate `conn`; gives it back if it cannot (not a plain-TCP
+/// connection, or something for it arrived meanwhile).
+// The connection moves through once per attempt; boxing it would cost an
+// allocation for nothing.
+#[allow(clippy::result_large_err)]
+pub(super) fn park<S: Send + 'static>(conn: Conn<S>) -> Result<(), Conn<S>> {
+    if conn.ctx.home.is_none() {
+        return Err(conn);
+    }
+    // Only the plain-TCP path gets a `Home`, so `S` is a `TcpStream`.
+    let any: Box<dyn Any + Send> = Box::new(conn);
+    let conn = match any.downcast::<Conn<TcpStream>>() {
+        Ok(c) => *c,
+        Err(any) => return Err(*any.downcast::<Conn<S>>().expect("same type")),
+    };
+    match park_tcp(conn) {
+        Ok(()) => Ok(()),
+        Err(conn) => {
+            let any: Box<dyn Any + Send> = Box::new(conn);
+            Err(*any.downcast::<Conn<S>>().expect("S is TcpStream"))
+        }
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn park_tcp(conn: Conn<TcpStream>) -> Result<(), Conn<TcpStream>> {
+    let (io, conn) = conn.with_io(());
+    let io = match io.into_std() {
+        Ok(io) => io,
+        Err(e) => {
+            // The socket is gone with its registration: end as a drop.
+            tracing::warn!(error = %e, "cannot hibernate a connection");
+            conn.lost();
+            return Ok(());
+        }
+    };
+    let fd = io.as_raw_fd();
+    let sleepers = sleepers();
+    let back = |conn: Conn<()>, io: std::net::TcpStream| {
+        let io = TcpStream::from_std(io).expect("back into the reactor it came from");
+        conn.with_io(io).1
+    };
+    let key = match sleepers.insert(fd, &conn.cell) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot register a hibernating socket");
+            return Err(back(conn, io));
+        }
+    };
+    let cell = conn.cell.clone();
+    let mut st = cell.state.lock();
+    let mut probe = [0u8; 1];
+    let quiet = matches!(io.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    let ka_later = conn.ka_ms == 0 || super::keepalive::now_ms() < conn.ka_due;
+    let owned = st.owner.as_ref().is_some_and(|o| o.id == conn.owner_id);
+    if !quiet || !ka_later || !owned || conn.stop.is_cancelled() || st.queue_len() > 0 {
+        drop(st);
+        sleepers.remove(key, Some(fd));
+        return Err(back(conn, io));
+    }
+    let tracked = conn
+        .ctx
+        .home
+        .as_ref()
+        .expect("checked")
+        .respawn
+        .tracker
+        .token();
+    conn.broker.metrics().connections_hibernated.inc();
+    st.parked = Some(Box::new(Parked {
+        io,
+        key,
+        conn,
+        _tracked: tracked,
+    }));
+    cell.parked.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+impl Parked {
+    /// Back into a connection task, in the listener's runtime.
+    fn resume(self: Box<Self>) {
+        let Parked {
+            io,
+            key,
+            conn,
+            _tracked,
+        } = *self;
+        sleepers().remove(key, Some(io.as_raw_fd()));
+        conn.broker.metrics().connections_hibernated.dec();
+        let respawn = conn
+            .ctx
+            .home
+            .as_ref()
+            .expect("parked with a home")
+            .respawn
+            .clone();
+        let kill = respawn.kill.clone().cancelled_owned();
+        // The socket joins the runtime's reactor here, not in the task, so
+        // that the task's future holds the connection once.
+        let _runtime = respawn.handle.enter();
+        let io = match TcpStream::from_std(io) {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot resume a hibernated connection");
+                conn.lost();
+                return;
+            }
+        };
+        let serve = Tracked {
+            _tracked,
+            inner: super::life(super::Slot::Live(conn.with_io(io).1)),
+        };
+        respawn.handle.spawn(Killable { kill, serve });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future that keeps its listener's tracker counting it.
+    struct Tracked<F> {
+        _tracked: TaskTrackerToken,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Tracked<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<()> {
+        self.project().inner.poll(cx)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A resumed connection's task: dropped at once when the listener's
+    /// grace period runs out, like the task it replaces.
+    struct Killable<F> {
+        #[pin]
+        kill: WaitForCancellationFutureOwned,
+        #[pin]
+        serve: F,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Killable<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<()> {
+        let this = self.project();
+        if this.kill.poll(cx).is_ready() {
+            return TaskPoll::Ready(());
+        }
+        this.serve.poll(cx)
+    }
+}
+
+impl<S> Conn<S> {
+    /// The same connection over another stream (`()` while hibernated).
+    pub(super) fn with_io<T>(self, io: T) -> (S, Conn<T>) {
+        let Conn {
+            io: old,
+            rbuf,
+            wbuf,
+            broker,
+            protocol,
+            client_id,
+            username,
+            acl,
+            peer,
+            cell,
+            owner_id,
+            will,
+            max_in_packet,
+            max_out_packet,
+            out_window,
+            out_alias_max,
+            aliases,
+            read_hint,
+            ctx,
+            stop,
+            ka_ms,
+            ka_heard,
+            ka_due,
+            trim_due,
+            busy,
+            quiet_rounds,
+            throttle,
+            acks,
+        } = self;
+        let conn = Conn {
+            io,
+            rbuf,
+            wbuf,
+            broker,
+            protocol,
+            client_id,
+            username,
+            acl,
+            peer,
+            cell,
+            owner_id,
+            will,
+            max_in_packet,
+            max_out_packet,
+            out_window,
+            out_alias_max,
+            aliases,
+            read_hint,
+            ctx,
+            stop,
+            ka_ms,
+            ka_heard,
+            ka_due,
+            trim_due,
+            busy,
+            quiet_rounds,
+            throttle,
+            acks,
+        };
+        (old, conn)
+    }
+
+    /// The socket was lost while (un)parking: the session is detached as
+    /// after a dropped connection (will included).
+    fn lost(mut self) {
+        let will = self.will.take().map(|w| *w);
+        self.broker.detach(
+            &self.cell,
+            self.owner_id,
+            crate::broker::CloseKind::Abnormal,
+            will,
+        );
+        self.broker.metrics().connections.dec();
+    }
+
+    /// Whether this idle connection may hibernate now: enabled, plain TCP,
+    /// quiet for the whole threshold, and holding nothing.
+    pub(super) fn may_park(&mut self, reading: bool, timers: bool) -> bool {
+        let after = self.broker.config().limits.hibernate_after_ms;
+        if self.ctx.home.is_none() || after == 0 {
+            return false;
+        }
+        // Idle checks come every min(threshold, trim period).
+        let rounds = after.div_ceil(after.min(super::TRIM_MS));
+        let ok = u64::from(self.quiet_rounds) >= rounds
+            && reading
+            && !timers
+            && self.rbuf.is_empty()
+            && self.wbuf.is_empty()
+            && !self.acks.waiting()
+            && self.acks.is_empty();
+        if ok {
+            self.rbuf = bytes::BytesMut::new();
+            self.wbuf = bytes::BytesMut::new();
+            self.read_hint = READ_MIN;
+            self.quiet_rounds = 0;
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod size_guard {
+    /// What an idle connection costs once hibernated, besides its session:
+    /// this record (boxed) and a slot in the shared epoll's table.
+    #[test]
+    fn parked_record_stays_small() {
+        let size = std::mem::size_of::<super::Parked>();
+        println!("Parked: {size} bytes");
+        assert!(size <= 320, "the parked record grew to {size} bytes");
+    }
+}
