@@ -39,6 +39,8 @@ async fn hibernated_subscriber_receives_every_qos_promptly() {
     let topic = uid("hib/sub");
     let mut sub = Raw::v5(s.addr, &uid("sleeper")).await;
     sub.subscribe(&topic, 2).await;
+    // Acknowledged by hand, so the QoS 2 exchange is seen whole.
+    sub.auto_ack = false;
     let mut publisher = Raw::v4(s.addr, &uid("pub")).await;
     for qos in 0..=2u8 {
         until_hibernated(&s, 2.0).await;
@@ -55,7 +57,18 @@ async fn hibernated_subscriber_receives_every_qos_promptly() {
         );
         match qos {
             1 => sub.send(&ack(kind::PUBACK, m.pkid)).await,
-            2 => sub.send(&ack(kind::PUBREC, m.pkid)).await,
+            2 => {
+                sub.send(&ack(kind::PUBREC, m.pkid)).await;
+                match sub.recv().await {
+                    Packet::Ack {
+                        kind: kind::PUBREL,
+                        pkid,
+                        ..
+                    } => assert_eq!(pkid, m.pkid, "PUBREL for the PUBREC'd id"),
+                    other => panic!("expected PUBREL, got {other:?}"),
+                }
+                sub.send(&ack(kind::PUBCOMP, m.pkid)).await;
+            }
             _ => {}
         }
     }
