@@ -173,7 +173,11 @@ async fn ws_accepts_mqttv31_and_refuses_wrong_path_and_no_subprotocol() {
             .map(|v| v.as_bytes()),
         Some(&b"mqttv3.1"[..])
     );
-    assert!(scrape(s.admin(), "tern_websocket_errors_total").await >= 2.0);
+    // The refusals are counted after they are written: wait for both.
+    wait_until(T, "both refusals are counted", || async {
+        scrape(s.admin(), "tern_websocket_errors_total").await >= 2.0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

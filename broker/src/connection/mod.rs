@@ -747,13 +747,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         if !self.wbuf.is_empty() {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.io.write_all(&self.wbuf)).await;
         }
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.io.shutdown()).await;
+        // The session goes offline before the socket closes: a client that
+        // sees the close and publishes (or reconnects) at once finds the
+        // session offline, its messages queued, not sent to this socket.
         let will = self.will.take().map(|w| *w);
         self.broker
             .detach(&self.cell, self.owner_id, close.kind, will);
         if close.disconnect == Some(reason::QUOTA_EXCEEDED) {
             self.trim_offline_queue();
         }
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.io.shutdown()).await;
     }
 }
 
