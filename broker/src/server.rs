@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::connection::{self, ConnInfo};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
+pub(crate) use listener::Task;
 use listener::{Edge, Handler, Listener};
 use std::future::Future;
 use std::net::SocketAddr;

@@ -32,7 +32,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll as TaskPoll};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
 /// Where a connection's task runs, so a hibernated one can come back: the
@@ -312,7 +312,6 @@ impl Parked {
             .expect("parked with a home")
             .respawn
             .clone();
-        let kill = respawn.kill.clone().cancelled_owned();
         // The socket joins the runtime's reactor here, not in the task, so
         // that the task's future holds the connection once.
         let _runtime = respawn.handle.enter();
@@ -328,7 +327,9 @@ impl Parked {
             _tracked,
             inner: super::life(super::Slot::Live(conn.with_io(io).1)),
         };
-        respawn.handle.spawn(Killable { kill, serve });
+        respawn
+            .handle
+            .spawn(crate::server::Task::new(&respawn.kill, serve));
     }
 }
 
@@ -346,29 +347,6 @@ impl<F: Future<Output = ()>> Future for Tracked<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<()> {
         self.project().inner.poll(cx)
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A resumed connection's task: dropped at once when the listener's
-    /// grace period runs out, like the task it replaces.
-    struct Killable<F> {
-        #[pin]
-        kill: WaitForCancellationFutureOwned,
-        #[pin]
-        serve: F,
-    }
-}
-
-impl<F: Future<Output = ()>> Future for Killable<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<()> {
-        let this = self.project();
-        if this.kill.poll(cx).is_ready() {
-            return TaskPoll::Ready(());
-        }
-        this.serve.poll(cx)
     }
 }
 

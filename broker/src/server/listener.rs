@@ -270,10 +270,7 @@ impl<H: Handler> Listener<H> {
                 edge.await
             }))
         };
-        Task {
-            kill: self.kill.clone().cancelled_owned(),
-            serve,
-        }
+        Task::new(&self.kill, serve)
     }
 
     /// PROXY header, TLS and WebSocket, whichever the listener has, then
@@ -370,12 +367,22 @@ impl<H: Handler> Listener<H> {
 pin_project! {
     /// One connection task: the handler's future (which holds the
     /// connection-limit permit), dropped at once when the grace period
-    /// runs out (`kill`).
-    struct Task<F> {
+    /// runs out (`kill`). A hibernated connection resumes in one too.
+    pub(crate) struct Task<F> {
         #[pin]
         kill: WaitForCancellationFutureOwned,
         #[pin]
         serve: F,
+    }
+}
+
+impl<F> Task<F> {
+    /// `serve`, dropped when `kill` is cancelled.
+    pub(crate) fn new(kill: &CancellationToken, serve: F) -> Self {
+        Task {
+            kill: kill.clone().cancelled_owned(),
+            serve,
+        }
     }
 }
 
