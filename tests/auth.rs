@@ -57,14 +57,6 @@ async fn server(f: &Files, anonymous: bool) -> TestServer {
     .await
 }
 
-fn login(c: Connect, user: &str, pass: &str) -> Connect {
-    Connect {
-        username: Some(user.into()),
-        password: Some(pass.as_bytes().to_vec()),
-        ..c
-    }
-}
-
 async fn user(addr: std::net::SocketAddr, v5: bool, user: &str, pass: &str) -> Raw {
     let id = uid(user);
     let c = if v5 {

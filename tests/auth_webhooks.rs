@@ -128,14 +128,6 @@ async fn server(f: impl FnOnce(&mut Config)) -> TestServer {
     .await
 }
 
-fn login(c: Connect, user: &str, pass: &str) -> Connect {
-    Connect {
-        username: Some(user.into()),
-        password: Some(pass.as_bytes().to_vec()),
-        ..c
-    }
-}
-
 fn version(v5: bool, id: &str) -> Connect {
     if v5 {
         Connect::v5(id)

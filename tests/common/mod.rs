@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 #[allow(unused_imports)]
-pub use raw::{Connect, Packet, Props, Publish, Raw, Recv, RxPublish, Will, T};
+pub use raw::{login, Connect, Packet, Props, Publish, Raw, Recv, RxPublish, Will, T};
 
 /// A unique client id / topic component.
 pub fn uid(prefix: &str) -> String {

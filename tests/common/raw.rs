@@ -194,6 +194,15 @@ pub struct Connect {
     pub password: Option<Vec<u8>>,
 }
 
+/// `c` with a user name and password.
+pub fn login(c: Connect, user: &str, pass: &str) -> Connect {
+    Connect {
+        username: Some(user.into()),
+        password: Some(pass.as_bytes().to_vec()),
+        ..c
+    }
+}
+
 impl Connect {
     pub fn new(version: u8, client_id: &str) -> Connect {
         Connect {
