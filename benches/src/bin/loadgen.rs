@@ -258,6 +258,23 @@ struct Shared {
     base: Instant,
 }
 
+impl Shared {
+    /// Nothing counted yet; each PUBLISH should produce `factor` deliveries.
+    fn new(factor: u64) -> Shared {
+        Shared {
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            factor,
+            progress: Notify::new(),
+            stalls: AtomicU64::new(0),
+            done_publishing: AtomicBool::new(false),
+            last_rx: Mutex::new(Instant::now()),
+            latencies: Mutex::new(Vec::new()),
+            base: Instant::now(),
+        }
+    }
+}
+
 fn now_ns(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
 }
@@ -604,17 +621,7 @@ async fn flow(args: &Args) -> Result<serde_json::Value> {
         _ => unreachable!(),
     };
     let expected: u64 = subs.iter().map(|s| s.expect.iter().sum::<u64>()).sum();
-    let shared = Arc::new(Shared {
-        received: AtomicU64::new(0),
-        sent: AtomicU64::new(0),
-        factor,
-        progress: Notify::new(),
-        stalls: AtomicU64::new(0),
-        done_publishing: AtomicBool::new(false),
-        last_rx: Mutex::new(Instant::now()),
-        latencies: Mutex::new(Vec::new()),
-        base: Instant::now(),
-    });
+    let shared = Arc::new(Shared::new(factor));
     // Subscribe everyone first.
     let mut sub_tasks = Vec::new();
     for plan in subs {
@@ -706,17 +713,7 @@ async fn fill(args: &Args) -> Result<serde_json::Value> {
     wr.write_all(&[0xE0, 0]).await?;
     drop((_rd, wr));
     // Nobody receives: no end-to-end flow control (factor 0).
-    let shared = Arc::new(Shared {
-        received: AtomicU64::new(0),
-        sent: AtomicU64::new(0),
-        factor: 0,
-        progress: Notify::new(),
-        stalls: AtomicU64::new(0),
-        done_publishing: AtomicBool::new(false),
-        last_rx: Mutex::new(Instant::now()),
-        latencies: Mutex::new(Vec::new()),
-        base: Instant::now(),
-    });
+    let shared = Arc::new(Shared::new(0));
     let run = std::process::id();
     let n = args.clients.max(1);
     let per = args.messages / n as u64;
