@@ -1,37 +1,77 @@
 #!/usr/bin/env python3
 """Idle-connection RSS as compare.py's conns scenario (10,000 idle 3.1.1 connections, broker on CPU 0,
-loadgen on CPU 1, TERN_LOG=warn, VmRSS growth / connections), variants interleaved per round.
-usage: conns.py LOADGEN BASE_TERN NEW_TERN ROUNDS"""
-import json, os, subprocess, sys, time, socket, statistics, signal
-HOST="127.0.0.1"; PORT=27930; ADMIN=27950
-LOADGEN, BASE, NEW = sys.argv[1], sys.argv[2], sys.argv[3]; ROUNDS=int(sys.argv[4])
-VARIANTS=[("tern-base",BASE,{}),("tern-new (off)",NEW,{}),
-          ("tern-new hibernate 1000ms",NEW,{"TERN_LIMITS__HIBERNATE_AFTER_MS":"1000"}),
-          ("tern-new hibernate 100ms",NEW,{"TERN_LIMITS__HIBERNATE_AFTER_MS":"100"}),
-          ("mosquitto",None,{})]
-def wait_port(p):
-    for _ in range(200):
-        try:
-            socket.create_connection((HOST,p),timeout=0.5).close(); return
-        except OSError: time.sleep(0.1)
-    raise SystemExit("no port")
+loadgen on CPU 1, TERN_LOG=warn, VmRSS growth / connections), variants interleaved per round, for
+before/after comparisons of builds and settings.
+
+usage: conns.py LOADGEN ROUNDS NAME=BINARY[,ENV=VALUE...] ...
+  BINARY `mosquitto` runs Mosquitto (Debian package) with compare.py's configuration.
+example:
+  conns.py target/release/tern-loadgen 3 before=/tmp/tern-old after=target/release/tern \\
+      after-off=target/release/tern,TERN_LIMITS__HIBERNATE_AFTER_MS=0 mosquitto=mosquitto
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import stop, wait_port  # noqa: E402  (the same broker handling as the full comparison)
+
+HOST = "127.0.0.1"
+PORT = 27930
+ADMIN = 27950
+
+
+def variants(args):
+    out = []
+    for a in args:
+        name, rest = a.split("=", 1)
+        binary, *env = rest.split(",")
+        out.append((name, None if binary == "mosquitto" else binary, dict(e.split("=", 1) for e in env)))
+    return out
+
+
 def start(binary, extra):
     if binary is None:
-        open("/tmp/mosq.conf","w").write(f"listener {PORT} {HOST}\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\nlog_dest none\n")
-        return subprocess.Popen(["taskset","-c","0","mosquitto","-c","/tmp/mosq.conf"],stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL)
-    env=dict(os.environ, TERN_LOG="warn", TERN_LISTENERS__TCP__BIND=f"{HOST}:{PORT}", TERN_ADMIN__BIND=f"{HOST}:{ADMIN}",
-             TERN_MQTT__MAX_ONLINE_MESSAGES="100000", TERN_MQTT__MAX_OFFLINE_MESSAGES="100000", TERN_MQTT__MAX_INFLIGHT="100", **extra)
-    return subprocess.Popen(["taskset","-c","0",binary],env=env,stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL)
-res={}
-for r in range(ROUNDS):
-    for name,binary,extra in VARIANTS:
-        p=start(binary,extra); wait_port(PORT); time.sleep(0.5)
-        out=subprocess.run(["taskset","-c","1",LOADGEN,"--host",HOST,"--port",str(PORT),"--label",name,"--scenario","conns","--clients","10000","--broker-pid",str(p.pid)],capture_output=True,text=True,timeout=300).stdout
-        rec=json.loads(out.strip().splitlines()[-1])
-        p.send_signal(signal.SIGTERM)
-        try: p.wait(timeout=20)
-        except subprocess.TimeoutExpired: p.kill(); p.wait()
-        print(r,name,rec.get("connected"),rec.get("errors"),rec.get("rss_per_conn_kib"),flush=True)
-        res.setdefault(name,[]).append(rec.get("rss_per_conn_kib"))
-        time.sleep(1)
-for k,v in res.items(): print(f"{k}: median {statistics.median(v):.3f} KiB/conn {v}")
+        with open("/tmp/conns-mosquitto.conf", "w") as f:
+            f.write(f"listener {PORT} {HOST}\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 100000\nmax_inflight_messages 100\nlog_dest none\n")
+        cmd = ["taskset", "-c", "0", "mosquitto", "-c", "/tmp/conns-mosquitto.conf"]
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, TERN_LOG="warn", TERN_LISTENERS__TCP__BIND=f"{HOST}:{PORT}",
+               TERN_ADMIN__BIND=f"{HOST}:{ADMIN}", TERN_MQTT__MAX_ONLINE_MESSAGES="100000",
+               TERN_MQTT__MAX_OFFLINE_MESSAGES="100000", TERN_MQTT__MAX_INFLIGHT="100", **extra)
+    return subprocess.Popen(["taskset", "-c", "0", binary], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main():
+    if len(sys.argv) < 4:
+        raise SystemExit(__doc__)
+    loadgen, rounds, runs = sys.argv[1], int(sys.argv[2]), variants(sys.argv[3:])
+    res = {}
+    for r in range(rounds):
+        for name, binary, extra in runs:
+            p = start(binary, extra)
+            try:
+                wait_port(PORT, p)
+                time.sleep(0.5)
+                cmd = ["taskset", "-c", "1", loadgen, "--host", HOST, "--port", str(PORT), "--label", name,
+                       "--scenario", "conns", "--clients", "10000", "--broker-pid", str(p.pid)]
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
+                rec = json.loads(out.strip().splitlines()[-1])
+            finally:
+                stop(p)
+            print(r, name, "connected", rec.get("connected"), "errors", rec.get("errors"),
+                  "KiB/conn", rec.get("rss_per_conn_kib"), "conn/s", round(rec.get("connects_per_s") or 0),
+                  flush=True)
+            res.setdefault(name, []).append(rec.get("rss_per_conn_kib"))
+            time.sleep(1)
+    for k, v in res.items():
+        print(f"{k}: median {statistics.median(v):.3f} KiB/conn {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -52,17 +52,9 @@ async fn qos2_outbound_handshake() {
     let got = sub.next_publish().await;
     assert_eq!(got.qos, 2);
     sub.send(&ack(kind::PUBREC, got.pkid)).await;
-    match sub.recv().await {
-        Packet::Ack {
-            kind: kind::PUBREL,
-            pkid,
-            reason,
-        } => {
-            assert_eq!(pkid, got.pkid, "PUBREL for the same packet id");
-            assert_eq!(reason, 0);
-        }
-        other => panic!("expected PUBREL, got {other:?}"),
-    }
+    let (pkid, reason) = sub.expect_ack(kind::PUBREL).await;
+    assert_eq!(pkid, got.pkid, "PUBREL for the same packet id");
+    assert_eq!(reason, 0);
     sub.send(&ack(kind::PUBCOMP, got.pkid)).await;
     // The flow is complete: the next message comes normally.
     p.publish("q2o/t", b"y", 2).await;
@@ -565,26 +557,15 @@ async fn outbound_pubrel_resent_on_resume_not_the_publish() {
     p.publish("rel/t", b"x", 2).await;
     let m = sub.next_publish().await;
     sub.send(&ack(kind::PUBREC, m.pkid)).await;
-    match sub.recv().await {
-        Packet::Ack {
-            kind: kind::PUBREL,
-            pkid,
-            ..
-        } => assert_eq!(pkid, m.pkid),
-        other => panic!("expected PUBREL, got {other:?}"),
-    }
+    let (pkid, _) = sub.expect_ack(kind::PUBREL).await;
+    assert_eq!(pkid, m.pkid);
     sub.drop_socket().await; // no PUBCOMP
     let (mut sub, _) =
         Raw::connect_ok(s.addr, Connect::v5(&id).clean(false).session_expiry(60)).await;
     sub.auto_ack = false;
-    match sub.recv().await {
-        Packet::Ack {
-            kind: kind::PUBREL,
-            pkid,
-            ..
-        } => assert_eq!(pkid, m.pkid, "PUBREL resent with the original id"),
-        other => panic!("expected the PUBREL to be resent (not the PUBLISH), got {other:?}"),
-    }
+    // The PUBREL is resent, not the PUBLISH.
+    let (pkid, _) = sub.expect_ack(kind::PUBREL).await;
+    assert_eq!(pkid, m.pkid, "PUBREL resent with the original id");
     sub.send(&ack(kind::PUBCOMP, m.pkid)).await;
     sub.auto_ack = true;
     p.publish("rel/t", b"marker", 1).await;

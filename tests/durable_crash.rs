@@ -187,14 +187,8 @@ async fn in_flight_messages_are_resent_first_with_dup_after_kill_9() {
             ]
         );
         sub.send(&ack(kind::PUBREC, c.pkid)).await;
-        match sub.recv().await {
-            Packet::Ack {
-                kind: kind::PUBREL,
-                pkid,
-                ..
-            } => assert_eq!(pkid, c.pkid),
-            other => panic!("expected PUBREL, got {other:?}"),
-        }
+        let (pkid, _) = sub.expect_ack(kind::PUBREL).await;
+        assert_eq!(pkid, c.pkid);
         // A QoS 1 PUBACK waits for the commit of everything written before
         // it: the in-flight state above is on disk once this returns.
         assert_eq!(

@@ -59,14 +59,8 @@ async fn hibernated_subscriber_receives_every_qos_promptly() {
             1 => sub.send(&ack(kind::PUBACK, m.pkid)).await,
             2 => {
                 sub.send(&ack(kind::PUBREC, m.pkid)).await;
-                match sub.recv().await {
-                    Packet::Ack {
-                        kind: kind::PUBREL,
-                        pkid,
-                        ..
-                    } => assert_eq!(pkid, m.pkid, "PUBREL for the PUBREC'd id"),
-                    other => panic!("expected PUBREL, got {other:?}"),
-                }
+                let (pkid, _) = sub.expect_ack(kind::PUBREL).await;
+                assert_eq!(pkid, m.pkid, "PUBREL for the PUBREC'd id");
                 sub.send(&ack(kind::PUBCOMP, m.pkid)).await;
             }
             _ => {}
@@ -208,5 +202,28 @@ async fn zero_turns_hibernation_off() {
     c.expect_open(Duration::from_millis(1500)).await;
     assert_eq!(hibernated(s.admin()).await, 0.0);
     c.ping().await;
+    s.stop().await;
+}
+
+/// A client that sends nothing after CONNACK (most devices, until their
+/// next report) hibernates at once, not after the threshold: a burst of
+/// connects then never holds a task per connection. Once it has spoken,
+/// the threshold applies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_silent_after_connack_hibernates_at_once() {
+    let s = start_with(|c| c.limits.hibernate_after_ms = 600_000).await;
+    let topic = uid("hib/fresh");
+    let mut quiet = Raw::v4(s.addr, &uid("quiet")).await;
+    until_hibernated(&s, 1.0).await;
+    // Woken by its own SUBSCRIBE; not fresh any more, so it stays awake
+    // (a 10-minute threshold) while a second silent client parks.
+    quiet.subscribe(&topic, 1).await;
+    let mut other = Raw::v4(s.addr, &uid("other")).await;
+    until_hibernated(&s, 1.0).await;
+    let mut publisher = Raw::v4(s.addr, &uid("pub")).await;
+    publisher.publish(&topic, b"hello", 1).await;
+    let m = quiet.next_publish().await;
+    assert_eq!(m.payload, b"hello");
+    other.ping().await;
     s.stop().await;
 }

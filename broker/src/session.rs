@@ -172,6 +172,70 @@ pub enum PubRecOutcome {
     Unknown,
 }
 
+/// Packet ids of incoming QoS 2 messages awaiting PUBREL. Empty in almost
+/// every session, so it costs one pointer until used, and gives its table
+/// back once empty again: `Some` always holds ids, so equality is the
+/// derived one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+// Boxed on purpose: a pointer inline, not the table's 48 bytes.
+#[allow(clippy::box_collection)]
+pub struct PkidSet(Option<Box<HashSet<u16>>>);
+
+impl PkidSet {
+    /// Adds `id`; false if it was there already.
+    pub fn insert(&mut self, id: u16) -> bool {
+        self.0.get_or_insert_with(Box::default).insert(id)
+    }
+
+    /// Removes `id`; false if it was not there.
+    pub fn remove(&mut self, id: &u16) -> bool {
+        let Some(set) = &mut self.0 else {
+            return false;
+        };
+        let known = set.remove(id);
+        if set.is_empty() {
+            self.0 = None;
+        }
+        known
+    }
+
+    /// Whether `id` is there.
+    pub fn contains(&self, id: &u16) -> bool {
+        self.0.as_ref().is_some_and(|s| s.contains(id))
+    }
+
+    /// How many ids are there.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The ids, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = &u16> {
+        self.0.iter().flat_map(|s| s.iter())
+    }
+}
+
+impl Extend<u16> for PkidSet {
+    fn extend<I: IntoIterator<Item = u16>>(&mut self, ids: I) {
+        for id in ids {
+            self.insert(id);
+        }
+    }
+}
+
+impl FromIterator<u16> for PkidSet {
+    fn from_iter<I: IntoIterator<Item = u16>>(ids: I) -> Self {
+        let mut set = PkidSet::default();
+        set.extend(ids);
+        set
+    }
+}
+
 /// Everything of a session that survives its connection: the value that
 /// is exported and imported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,9 +249,10 @@ pub struct SessionData {
     /// Outgoing QoS 1/2 in flight, in send order.
     pub inflight: VecDeque<(u16, Inflight)>,
     /// Incoming QoS 2 packet ids received (PUBREC sent), awaiting PUBREL.
-    pub incoming_qos2: HashSet<u16>,
-    /// The will to publish if the connection ends abnormally.
-    pub will: Option<Will>,
+    pub incoming_qos2: PkidSet,
+    /// The will to publish if the connection ends abnormally (boxed: an
+    /// idle session's memory counts, and most have none).
+    pub will: Option<Box<Will>>,
     /// Session Expiry Interval, seconds; `u32::MAX` never expires.
     pub expiry_interval: u32,
     /// Last packet id handed out.
@@ -202,7 +267,7 @@ impl SessionData {
             subscriptions: HashMap::new(),
             queue: VecDeque::new(),
             inflight: VecDeque::new(),
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: PkidSet::default(),
             will: None,
             expiry_interval: 0,
             last_pkid: 0,
@@ -354,6 +419,25 @@ mod tests {
             retain: false,
             sub_ids: vec![],
         }
+    }
+
+    #[test]
+    fn pkid_set_gives_its_table_back_and_compares_by_content() {
+        let mut set = PkidSet::default();
+        assert!(!set.remove(&1) && set.is_empty());
+        assert!(set.insert(7) && !set.insert(7));
+        assert!(set.contains(&7) && set.len() == 1);
+        assert!(set.remove(&7) && !set.contains(&7));
+        assert!(set.0.is_none(), "an emptied set frees its table");
+        let mut other: PkidSet = [3, 9].into_iter().collect();
+        assert_ne!(set, other);
+        other.remove(&3);
+        other.remove(&9);
+        assert_eq!(set, other);
+        set.extend([5, 6]);
+        let mut ids: Vec<u16> = set.iter().copied().collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [5, 6]);
     }
 
     #[test]

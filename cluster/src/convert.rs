@@ -5,10 +5,10 @@
 use crate::pb;
 use crate::{Error, Result};
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tern_broker::codec::{Properties, QoS, SubOptions};
-use tern_broker::session::{Delivery, Inflight, Message, SessionData, Will};
+use tern_broker::session::{Delivery, Inflight, Message, PkidSet, SessionData, Will};
 use tern_broker::trie::SubEntry;
 
 fn qos(v: u32, what: &'static str) -> Result<QoS> {
@@ -232,14 +232,14 @@ pub fn session_from_pb(s: pb::Session) -> Result<SessionData> {
         .incoming_qos2
         .into_iter()
         .map(|p| small(p, "packet id"))
-        .collect::<Result<HashSet<u16>>>()?;
+        .collect::<Result<PkidSet>>()?;
     Ok(SessionData {
         client_id: Arc::from(s.client_id),
         subscriptions,
         queue,
         inflight,
         incoming_qos2,
-        will: s.will.map(will_from_pb).transpose()?,
+        will: s.will.map(will_from_pb).transpose()?.map(Box::new),
         expiry_interval: s.expiry_interval,
         last_pkid: small(s.last_pkid, "packet id")?,
     })

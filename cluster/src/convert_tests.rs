@@ -90,7 +90,7 @@ fn session_round_trips() {
         .push_back((3, Inflight::Sent(d(QoS::ExactlyOnce))));
     s.inflight.push_back((4, Inflight::Released));
     s.incoming_qos2.extend([10, 11]);
-    s.will = Some(Will {
+    s.will = Some(Box::new(Will {
         topic: Arc::from("will/t"),
         payload: Bytes::from_static(b"bye"),
         qos: QoS::AtLeastOnce,
@@ -100,7 +100,7 @@ fn session_round_trips() {
             ..Properties::default()
         }),
         delay: 5,
-    });
+    }));
     s.expiry_interval = 3600;
     s.last_pkid = 4;
     let back = session_from_pb(session_to_pb(&s, "node-a")).expect("decodes");

@@ -2,13 +2,12 @@
 //! node, batched through its outbox), cluster-wide shared-group picks,
 //! retained replication, route refcounts, claims and netsplit knobs.
 
-use crate::convert::{message_to_pb, session_from_pb};
+use crate::convert::session_from_pb;
 use crate::node::Cluster;
 use crate::pb;
 use crate::shared::{pick, Pick};
-use crate::wire::envelope;
+use crate::wire::{envelope, EnvelopeMeta};
 use futures_util::future::join_all;
-use prost::Message as _;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +29,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Default)]
 struct Target {
     direct: bool,
-    groups: Vec<pb::SharedGroup>,
+    /// (group, filter) pairs.
+    groups: Vec<(Arc<str>, Arc<str>)>,
     retained: bool,
 }
 
@@ -38,18 +38,21 @@ thread_local! {
     /// The remote table's matches, reused: forwarding a message allocates
     /// no match list.
     static MATCHES: RefCell<Matches> = RefCell::new(Matches::default());
+    /// The target list, reused the same way.
+    static TARGETS: RefCell<Vec<(Arc<str>, Target)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Cluster {
-    /// Target nodes of `msg` with what each must do; adjusts `deliver_locally`.
+    /// Target nodes of `msg` with what each must do, into `targets`
+    /// (empty); adjusts `deliver_locally`.
     fn targets(
         &self,
         msg: &Message,
         local_shared: &[SharedMatch],
         deliver_locally: &mut [bool],
-    ) -> Vec<(Arc<str>, Target)> {
+        targets: &mut Vec<(Arc<str>, Target)>,
+    ) {
         let inner = &self.inner;
-        let mut targets: Vec<(Arc<str>, Target)> = Vec::new();
         fn entry<'a>(targets: &'a mut Vec<(Arc<str>, Target)>, node: &Arc<str>) -> &'a mut Target {
             let i = match targets.iter().position(|(n, _)| n == node) {
                 Some(i) => i,
@@ -66,7 +69,7 @@ impl Cluster {
             inner.remote.matches(&msg.topic, &mut m);
             for (node, _) in &m.direct {
                 if *node != inner.node {
-                    entry(&mut targets, node).direct = true;
+                    entry(targets, node).direct = true;
                 }
             }
             for sm in &m.shared {
@@ -92,48 +95,33 @@ impl Cluster {
                     if let Some(flag) = local.and_then(|i| deliver_locally.get_mut(i)) {
                         *flag = false;
                     }
-                    entry(&mut targets, &node).groups.push(pb::SharedGroup {
-                        group: sm.group.to_string(),
-                        filter: sm.filter.to_string(),
-                    });
+                    entry(targets, &node)
+                        .groups
+                        .push((sm.group.clone(), sm.filter.clone()));
                 }
             }
         });
         if msg.retain && inner.retain_available {
             for p in inner.all_peers() {
                 if p.state.lock().up {
-                    entry(&mut targets, &p.name).retained = true;
+                    entry(targets, &p.name).retained = true;
                 }
             }
         }
-        targets
     }
-}
 
-impl RemoteRoutes for Cluster {
-    fn forward(
+    /// Pushes `msg` into each target's outbox (emptying `targets`); the
+    /// acks to wait for (QoS 1/2 to an up peer).
+    fn push(
         &self,
-        msg: &Arc<Message>,
-        local_shared: &[SharedMatch],
-        deliver_locally: &mut [bool],
-    ) -> Option<BoxFuture<'static, ()>> {
+        msg: &Message,
+        targets: &mut Vec<(Arc<str>, Target)>,
+    ) -> Vec<oneshot::Receiver<()>> {
         let inner = &self.inner;
-        let targets = self.targets(msg, local_shared, deliver_locally);
-        if targets.is_empty() {
-            return None;
-        }
-        // The receiver takes the link's peer as the origin when none is
-        // given: one string less to build, copy and send per message.
-        let mut wire = message_to_pb(msg, "");
-        if msg.origin_node.is_none() {
-            wire.origin_node = None;
-        }
-        // Encoded once; each target's envelope wraps these bytes.
-        let wire = wire.encode_to_vec();
         let wait = msg.qos != QoS::AtMostOnce;
         let metrics = inner.metrics.get();
         let mut acks = Vec::new();
-        for (node, t) in targets {
+        for (node, t) in targets.drain(..) {
             let peer = inner.peer(&node);
             let (tx, rx) = match wait && peer.state.lock().up {
                 true => {
@@ -142,8 +130,19 @@ impl RemoteRoutes for Cluster {
                 }
                 false => (None, None),
             };
+            // Encoded straight from `msg`, once per target (no
+            // `pb::MqttMessage`); the origin node is left out for a local
+            // publish: the receiver takes the link's peer.
             let pushed = peer.outbox.lock().push(
-                |seq| envelope(seq, &wire, t.direct, &t.groups, t.retained),
+                |seq| {
+                    let meta = EnvelopeMeta {
+                        seq,
+                        direct: t.direct,
+                        groups: &t.groups,
+                        retained: t.retained,
+                    };
+                    envelope(&meta, msg)
+                },
                 tx,
             );
             match pushed {
@@ -163,6 +162,24 @@ impl RemoteRoutes for Cluster {
                 }
             }
         }
+        acks
+    }
+}
+
+impl RemoteRoutes for Cluster {
+    fn forward(
+        &self,
+        msg: &Arc<Message>,
+        local_shared: &[SharedMatch],
+        deliver_locally: &mut [bool],
+    ) -> Option<BoxFuture<'static, ()>> {
+        let inner = &self.inner;
+        // Taken out of the thread-local for the call (so nothing stays
+        // borrowed across the outbox locks) and put back with its capacity.
+        let mut targets = TARGETS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+        self.targets(msg, local_shared, deliver_locally, &mut targets);
+        let mut acks = self.push(msg, &mut targets);
+        TARGETS.with(|t| *t.borrow_mut() = targets);
         // A peer that does not ack in time keeps the message in its retry
         // buffer; the publisher is not held longer.
         let timeout = inner.ack_timeout();

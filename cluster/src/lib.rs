@@ -13,7 +13,8 @@
 //! - [`outbox`]: one FIFO retry buffer per peer (sequence, acks, bounds).
 //! - [`dedup`]: the receiver's duplicate filter per origin.
 //! - [`shared`]: picking one member node per shared-subscription group.
-//! - [`convert`]: broker values to and from protobuf.
+//! - [`convert`]: broker values to and from protobuf; [`batch`]: the
+//!   received `PublishBatch`, decoded by hand straight into broker values.
 //! - [`transport`]: the injected byte transport (TCP, in-memory with cuts), TLS.
 //! - [`options`]: [`ClusterOptions`] and incarnations.
 //! - [`peers`]: where peer addresses come from ([`peers::StaticPeers`]).
@@ -25,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod convert;
 pub mod dedup;
 pub mod drain;
@@ -41,6 +43,8 @@ mod service;
 pub mod shared;
 pub mod transport;
 mod wire;
+#[cfg(test)]
+mod wire_testing;
 
 pub use node::Cluster;
 pub use options::ClusterOptions;

@@ -126,6 +126,10 @@ impl Inner {
     /// The peer named `name`, created (down, empty) on first use.
     pub fn peer(&self, name: &Arc<str>) -> Arc<Peer> {
         let mut peers = self.peers.lock();
+        // Known, the usual case (every forwarded message): no key clone.
+        if let Some(p) = peers.get(name) {
+            return p.clone();
+        }
         peers
             .entry(name.clone())
             .or_insert_with(|| {

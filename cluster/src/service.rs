@@ -3,6 +3,7 @@
 //! leave) and answers with acks, heartbeat replies and snapshot requests;
 //! `Claim` hands a session over. An interceptor checks the shared secret.
 
+use crate::batch::Received;
 use crate::convert::{message_from_pb, session_to_pb};
 use crate::dedup::Dedup;
 use crate::link::SECRET_KEY;
@@ -393,21 +394,23 @@ fn decode(m: pb::MqttMessage, from: &Arc<str>) -> Option<Message> {
     }
 }
 
-fn deliver(broker: &Broker, from: &Arc<str>, env: pb::Envelope) {
-    let Some(msg) = env.message.and_then(|m| decode(m, from)) else {
-        return;
+fn deliver(broker: &Broker, from: &Arc<str>, env: Received) {
+    let mut msg = match env.message {
+        Ok(msg) => msg,
+        Err(e) => {
+            warn!(peer = %from, error = %e, "undecodable message dropped");
+            return;
+        }
     };
-    let msg = Arc::new(msg);
+    if msg.origin_node.is_none() {
+        // Just decoded, so not shared: no copy.
+        Arc::make_mut(&mut msg).origin_node = Some(from.clone());
+    }
     if env.retained {
         broker.apply_retained(msg.clone());
     }
     if env.direct || !env.groups.is_empty() {
-        let groups: Vec<(Arc<str>, Arc<str>)> = env
-            .groups
-            .into_iter()
-            .map(|g| (Arc::from(g.group), Arc::from(g.filter)))
-            .collect();
-        broker.deliver_forwarded(&msg, env.direct, &groups);
+        broker.deliver_forwarded(&msg, env.direct, &env.groups);
     }
 }
 

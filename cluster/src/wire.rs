@@ -1,30 +1,59 @@
 //! The dialer's frames, encoded by hand where it saves work. A forwarded
-//! message is encoded once, when it is forwarded; its envelope (the
-//! encoded message behind the envelope's own fields) is what the retry
-//! buffer keeps, and a `PublishBatch` frame is those envelopes copied one
-//! after the other. The bytes are exactly what prost writes for the
-//! equivalent [`pb::Frame`] (a `repeated Envelope` field is a sequence of
-//! length-delimited records): the receiver decodes `pb::Frame` as before,
-//! nothing on the wire changes (no protocol version bump).
+//! message is encoded once, when it is forwarded, straight from the
+//! broker's [`Message`] into its envelope (no `pb::MqttMessage` on the
+//! way); the envelope is what the retry buffer keeps, and a `PublishBatch`
+//! frame is those envelopes copied one after the other. The bytes are
+//! exactly what prost writes for the equivalent [`pb::Frame`] (a `repeated
+//! Envelope` field is a sequence of length-delimited records; unit tests
+//! compare): nothing on the wire changes (no protocol version bump). The
+//! receiving side is `batch.rs`.
 
 use crate::link::AddSecret;
 use crate::pb;
 use bytes::{BufMut, Bytes};
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-use prost::Message;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::Message as _;
+use std::sync::Arc;
+use tern_broker::session::Message;
 use tonic::codec::Streaming;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-/// Field numbers, as in `mesh.proto`.
-const FRAME_PUBLISH_BATCH: u32 = 7;
-const BATCH_ENVELOPES: u32 = 1;
-const ENV_SEQ: u32 = 1;
-const ENV_MESSAGE: u32 = 2;
-const ENV_DIRECT: u32 = 3;
-const ENV_GROUPS: u32 = 4;
-const ENV_RETAINED: u32 = 5;
+/// Field numbers, as in `mesh.proto` (shared with the decoder, `batch.rs`).
+pub(crate) mod field {
+    pub(crate) const FRAME_PUBLISH_BATCH: u32 = 7;
+    pub(crate) const BATCH_ENVELOPES: u32 = 1;
+
+    pub(crate) const ENV_SEQ: u32 = 1;
+    pub(crate) const ENV_MESSAGE: u32 = 2;
+    pub(crate) const ENV_DIRECT: u32 = 3;
+    pub(crate) const ENV_GROUPS: u32 = 4;
+    pub(crate) const ENV_RETAINED: u32 = 5;
+
+    pub(crate) const GROUP_GROUP: u32 = 1;
+    pub(crate) const GROUP_FILTER: u32 = 2;
+
+    pub(crate) const MSG_TOPIC: u32 = 1;
+    pub(crate) const MSG_PAYLOAD: u32 = 2;
+    pub(crate) const MSG_QOS: u32 = 3;
+    pub(crate) const MSG_RETAIN: u32 = 4;
+    pub(crate) const MSG_PAYLOAD_FORMAT: u32 = 5;
+    pub(crate) const MSG_CONTENT_TYPE: u32 = 6;
+    pub(crate) const MSG_RESPONSE_TOPIC: u32 = 7;
+    pub(crate) const MSG_CORRELATION_DATA: u32 = 8;
+    pub(crate) const MSG_USER_PROPERTIES: u32 = 9;
+    pub(crate) const MSG_EXPIRES_AT: u32 = 10;
+    pub(crate) const MSG_ORIGIN_CLIENT: u32 = 11;
+    pub(crate) const MSG_TIMESTAMP: u32 = 12;
+    pub(crate) const MSG_ORIGIN_NODE: u32 = 13;
+    pub(crate) const MSG_EXPIRY_INTERVAL: u32 = 14;
+
+    pub(crate) const PROP_KEY: u32 = 1;
+    pub(crate) const PROP_VALUE: u32 = 2;
+}
+
+use field::*;
 
 /// An encoded `pb::Frame`, sent as is.
 #[derive(Clone, Default, PartialEq)]
@@ -49,11 +78,11 @@ impl Encoded {
             .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
             .sum();
         let mut buf = Vec::with_capacity(1 + encoded_len_varint(records as u64) + records);
-        encode_key(FRAME_PUBLISH_BATCH, WireType::LengthDelimited, &mut buf);
-        encode_varint(records as u64, &mut buf);
+        put_key(FRAME_PUBLISH_BATCH, WireType::LengthDelimited, &mut buf);
+        put_raw_varint(records as u64, &mut buf);
         for e in envelopes {
-            encode_key(BATCH_ENVELOPES, WireType::LengthDelimited, &mut buf);
-            encode_varint(e.len() as u64, &mut buf);
+            put_key(BATCH_ENVELOPES, WireType::LengthDelimited, &mut buf);
+            put_raw_varint(e.len() as u64, &mut buf);
             buf.put_slice(e);
         }
         Encoded(buf.into())
@@ -61,7 +90,7 @@ impl Encoded {
 }
 
 /// Only ever encoded: the dialer never reads its own frames back.
-impl Message for Encoded {
+impl prost::Message for Encoded {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         buf.put_slice(&self.0);
     }
@@ -85,47 +114,222 @@ impl Message for Encoded {
     }
 }
 
-/// An `Envelope` around `message` (an encoded `MqttMessage`), as prost
-/// would encode it (proto3: default values are left out).
-pub(crate) fn envelope(
-    seq: u64,
-    message: &[u8],
-    direct: bool,
-    groups: &[pb::SharedGroup],
-    retained: bool,
-) -> Bytes {
-    let groups_len: usize = groups
-        .iter()
-        .map(|g| {
-            let l = g.encoded_len();
-            1 + encoded_len_varint(l as u64) + l
-        })
-        .sum();
-    let len = 1
-        + encoded_len_varint(seq)
-        + 1
-        + encoded_len_varint(message.len() as u64)
-        + message.len()
-        + 2
-        + groups_len
-        + 2;
-    let mut buf = Vec::with_capacity(len);
-    if seq != 0 {
-        encode_key(ENV_SEQ, WireType::Varint, &mut buf);
-        encode_varint(seq, &mut buf);
+/// A field's key: one byte for the field numbers written here (< 16),
+/// prost's general encoding otherwise.
+#[inline]
+fn put_key(tag: u32, wire_type: WireType, buf: &mut impl BufMut) {
+    if tag < 16 {
+        buf.put_u8(((tag << 3) | wire_type as u32) as u8);
+    } else {
+        encode_key(tag, wire_type, buf);
     }
-    encode_key(ENV_MESSAGE, WireType::LengthDelimited, &mut buf);
-    encode_varint(message.len() as u64, &mut buf);
-    buf.put_slice(message);
-    if direct {
-        prost::encoding::bool::encode(ENV_DIRECT, &direct, &mut buf);
+}
+
+/// A varint, with the one-byte case (lengths, flags, QoS) inline.
+#[inline]
+fn put_raw_varint(v: u64, buf: &mut impl BufMut) {
+    if v < 0x80 {
+        buf.put_u8(v as u8);
+    } else {
+        encode_varint(v, buf);
     }
-    for g in groups {
-        prost::encoding::message::encode(ENV_GROUPS, g, &mut buf);
+}
+
+/// Length of a length-delimited field of `len` bytes.
+fn delimited_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn put_delimited(tag: u32, bytes: &[u8], buf: &mut impl BufMut) {
+    put_key(tag, WireType::LengthDelimited, buf);
+    put_raw_varint(bytes.len() as u64, buf);
+    buf.put_slice(bytes);
+}
+
+fn varint_len(tag: u32, v: u64) -> usize {
+    key_len(tag) + encoded_len_varint(v)
+}
+
+fn put_varint(tag: u32, v: u64, buf: &mut impl BufMut) {
+    put_key(tag, WireType::Varint, buf);
+    put_raw_varint(v, buf);
+}
+
+/// proto3 leaves out a field at its default value (`optional` ones are
+/// written whenever present).
+fn bytes_len(tag: u32, b: &[u8]) -> usize {
+    if b.is_empty() {
+        0
+    } else {
+        delimited_len(tag, b.len())
     }
-    if retained {
-        prost::encoding::bool::encode(ENV_RETAINED, &retained, &mut buf);
+}
+
+fn put_bytes(tag: u32, b: &[u8], buf: &mut impl BufMut) {
+    if !b.is_empty() {
+        put_delimited(tag, b, buf);
     }
+}
+
+fn uint_len(tag: u32, v: u64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        varint_len(tag, v)
+    }
+}
+
+fn put_uint(tag: u32, v: u64, buf: &mut impl BufMut) {
+    if v != 0 {
+        put_varint(tag, v, buf);
+    }
+}
+
+fn user_property_len(key: &str, value: &str) -> usize {
+    bytes_len(PROP_KEY, key.as_bytes()) + bytes_len(PROP_VALUE, value.as_bytes())
+}
+
+/// Length of `msg` as an `MqttMessage` (see [`encode_message`]).
+pub(crate) fn message_len(msg: &Message) -> usize {
+    let p = &msg.properties;
+    let opt_bytes = |tag, b: Option<&[u8]>| b.map_or(0, |b| delimited_len(tag, b.len()));
+    let opt_uint = |tag, v: Option<u64>| v.map_or(0, |v| varint_len(tag, v));
+    bytes_len(MSG_TOPIC, msg.topic.as_bytes())
+        + bytes_len(MSG_PAYLOAD, &msg.payload)
+        + uint_len(MSG_QOS, msg.qos as u64)
+        + uint_len(MSG_RETAIN, u64::from(msg.retain))
+        + opt_uint(
+            MSG_PAYLOAD_FORMAT,
+            p.payload_format_indicator.map(u64::from),
+        )
+        + opt_bytes(
+            MSG_CONTENT_TYPE,
+            p.content_type.as_deref().map(str::as_bytes),
+        )
+        + opt_bytes(
+            MSG_RESPONSE_TOPIC,
+            p.response_topic.as_deref().map(str::as_bytes),
+        )
+        + opt_bytes(MSG_CORRELATION_DATA, p.correlation_data.as_deref())
+        + p.user_properties
+            .iter()
+            .map(|(k, v)| delimited_len(MSG_USER_PROPERTIES, user_property_len(k, v)))
+            .sum::<usize>()
+        + opt_uint(MSG_EXPIRES_AT, msg.expires_at)
+        + opt_bytes(MSG_ORIGIN_CLIENT, msg.origin.as_deref().map(str::as_bytes))
+        + uint_len(MSG_TIMESTAMP, msg.timestamp)
+        + opt_bytes(
+            MSG_ORIGIN_NODE,
+            msg.origin_node.as_deref().map(str::as_bytes),
+        )
+        + opt_uint(
+            MSG_EXPIRY_INTERVAL,
+            p.message_expiry_interval.map(u64::from),
+        )
+}
+
+/// Writes `msg` as an `MqttMessage`, byte for byte what prost writes for
+/// [`message_to_pb`](crate::convert::message_to_pb) of it, except that the
+/// origin node is left out when the message has none (the receiver takes
+/// the link's peer), with no `pb::MqttMessage` built on the way.
+pub(crate) fn encode_message(msg: &Message, buf: &mut impl BufMut) {
+    let p = &msg.properties;
+    put_bytes(MSG_TOPIC, msg.topic.as_bytes(), buf);
+    put_bytes(MSG_PAYLOAD, &msg.payload, buf);
+    put_uint(MSG_QOS, msg.qos as u64, buf);
+    put_uint(MSG_RETAIN, u64::from(msg.retain), buf);
+    if let Some(v) = p.payload_format_indicator {
+        put_varint(MSG_PAYLOAD_FORMAT, u64::from(v), buf);
+    }
+    if let Some(v) = &p.content_type {
+        put_delimited(MSG_CONTENT_TYPE, v.as_bytes(), buf);
+    }
+    if let Some(v) = &p.response_topic {
+        put_delimited(MSG_RESPONSE_TOPIC, v.as_bytes(), buf);
+    }
+    if let Some(v) = &p.correlation_data {
+        put_delimited(MSG_CORRELATION_DATA, v, buf);
+    }
+    for (k, v) in &p.user_properties {
+        put_key(MSG_USER_PROPERTIES, WireType::LengthDelimited, buf);
+        put_raw_varint(user_property_len(k, v) as u64, buf);
+        put_bytes(PROP_KEY, k.as_bytes(), buf);
+        put_bytes(PROP_VALUE, v.as_bytes(), buf);
+    }
+    if let Some(v) = msg.expires_at {
+        put_varint(MSG_EXPIRES_AT, v, buf);
+    }
+    if let Some(v) = &msg.origin {
+        put_delimited(MSG_ORIGIN_CLIENT, v.as_bytes(), buf);
+    }
+    put_uint(MSG_TIMESTAMP, msg.timestamp, buf);
+    if let Some(v) = &msg.origin_node {
+        put_delimited(MSG_ORIGIN_NODE, v.as_bytes(), buf);
+    }
+    if let Some(v) = p.message_expiry_interval {
+        put_varint(MSG_EXPIRY_INTERVAL, u64::from(v), buf);
+    }
+}
+
+/// What an envelope carries besides its message.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EnvelopeMeta<'a> {
+    pub(crate) seq: u64,
+    /// Deliver to ordinary subscribers.
+    pub(crate) direct: bool,
+    /// Shared groups (group, filter) the receiver serves with one member each.
+    pub(crate) groups: &'a [(Arc<str>, Arc<str>)],
+    /// A retained update.
+    pub(crate) retained: bool,
+}
+
+fn group_len(group: &str, filter: &str) -> usize {
+    bytes_len(GROUP_GROUP, group.as_bytes()) + bytes_len(GROUP_FILTER, filter.as_bytes())
+}
+
+/// Length of an `Envelope` whose message encodes in `message_len` bytes
+/// (`None`: no message field).
+pub(crate) fn envelope_len(meta: &EnvelopeMeta<'_>, message_len: Option<usize>) -> usize {
+    uint_len(ENV_SEQ, meta.seq)
+        + message_len.map_or(0, |l| delimited_len(ENV_MESSAGE, l))
+        + uint_len(ENV_DIRECT, u64::from(meta.direct))
+        + meta
+            .groups
+            .iter()
+            .map(|(g, f)| delimited_len(ENV_GROUPS, group_len(g, f)))
+            .sum::<usize>()
+        + uint_len(ENV_RETAINED, u64::from(meta.retained))
+}
+
+/// Writes an `Envelope` around `msg` (whose [`message_len`] is given), as
+/// prost would (proto3: defaults left out, fields in number order).
+pub(crate) fn encode_envelope(
+    meta: &EnvelopeMeta<'_>,
+    msg: Option<(&Message, usize)>,
+    buf: &mut impl BufMut,
+) {
+    put_uint(ENV_SEQ, meta.seq, buf);
+    if let Some((msg, len)) = msg {
+        put_key(ENV_MESSAGE, WireType::LengthDelimited, buf);
+        put_raw_varint(len as u64, buf);
+        encode_message(msg, buf);
+    }
+    put_uint(ENV_DIRECT, u64::from(meta.direct), buf);
+    for (g, f) in meta.groups {
+        put_key(ENV_GROUPS, WireType::LengthDelimited, buf);
+        put_raw_varint(group_len(g, f) as u64, buf);
+        put_bytes(GROUP_GROUP, g.as_bytes(), buf);
+        put_bytes(GROUP_FILTER, f.as_bytes(), buf);
+    }
+    put_uint(ENV_RETAINED, u64::from(meta.retained), buf);
+}
+
+/// The envelope of one forwarded message, encoded straight from the
+/// broker's [`Message`] into one buffer of its exact size.
+pub(crate) fn envelope(meta: &EnvelopeMeta<'_>, msg: &Message) -> Bytes {
+    let message_len = message_len(msg);
+    let mut buf = Vec::with_capacity(envelope_len(meta, Some(message_len)));
+    encode_envelope(meta, Some((msg, message_len)), &mut buf);
     buf.into()
 }
 
@@ -150,65 +354,63 @@ pub(crate) async fn link(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pb::frame::Kind;
+    use crate::wire_testing::{groups, message, pb_envelope, PbBatch, PbFrame};
+    use proptest::prelude::*;
 
-    fn message(topic: &str) -> pb::MqttMessage {
-        pb::MqttMessage {
-            topic: Bytes::copy_from_slice(topic.as_bytes()),
-            payload: Bytes::from_static(b"payload"),
-            qos: 1,
-            origin_client: Some(Bytes::from_static(b"c1")),
-            timestamp: 42,
-            ..Default::default()
+    proptest! {
+        #[test]
+        fn envelope_is_byte_identical_to_prost(
+            msg in message(),
+            seq in prop_oneof![Just(0u64), any::<u64>()],
+            direct in any::<bool>(),
+            groups in groups(),
+            retained in any::<bool>(),
+        ) {
+            let meta = EnvelopeMeta { seq, direct, groups: &groups, retained };
+            let ours = envelope(&meta, &msg);
+            let prost = pb_envelope(seq, &msg, direct, &groups, retained).encode_to_vec();
+            prop_assert_eq!(&ours[..], &prost[..]);
+            prop_assert_eq!(ours.len(), envelope_len(&meta, Some(message_len(&msg))));
+        }
+
+        #[test]
+        fn batch_is_byte_identical_to_prost(
+            msgs in prop::collection::vec((message(), groups()), 0..6),
+        ) {
+            let encoded: Vec<Bytes> = msgs
+                .iter()
+                .enumerate()
+                .map(|(i, (m, g))| {
+                    let meta = EnvelopeMeta {
+                        seq: i as u64 + 1,
+                        direct: i % 2 == 0,
+                        groups: g,
+                        retained: m.retain,
+                    };
+                    envelope(&meta, m)
+                })
+                .collect();
+            let frame = Encoded::batch(encoded.iter());
+            let expected = PbFrame {
+                publish_batch: Some(PbBatch {
+                    envelopes: msgs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (m, g))| pb_envelope(i as u64 + 1, m, i % 2 == 0, g, m.retain))
+                        .collect(),
+                }),
+            };
+            prop_assert_eq!(frame.encode_to_vec(), expected.encode_to_vec());
         }
     }
 
     #[test]
-    fn batch_decodes_as_the_generated_frame() {
-        let envs = vec![
-            pb::Envelope {
-                seq: 1,
-                message: Some(message("a/b")),
-                direct: true,
-                groups: vec![],
-                retained: false,
-            },
-            pb::Envelope {
-                seq: 300,
-                message: Some(message("x")),
-                direct: false,
-                groups: vec![pb::SharedGroup {
-                    group: "g".into(),
-                    filter: "x/#".into(),
-                }],
-                retained: true,
-            },
-        ];
-        let encoded: Vec<Bytes> = envs
-            .iter()
-            .map(|e| {
-                let m = e.message.as_ref().map(|m| m.encode_to_vec()).unwrap();
-                envelope(e.seq, &m, e.direct, &e.groups, e.retained)
-            })
-            .collect();
-        for (e, b) in envs.iter().zip(&encoded) {
-            assert_eq!(&e.encode_to_vec()[..], &b[..], "byte-identical to prost");
-        }
-        let frame = Encoded::batch(encoded.iter());
-        let expected = pb::Frame {
-            kind: Some(Kind::PublishBatch(pb::PublishBatch {
-                envelopes: envs.clone(),
-            })),
-        };
-        assert_eq!(frame.encode_to_vec(), expected.encode_to_vec());
-        let decoded = pb::Frame::decode(&frame.encode_to_vec()[..]).unwrap();
-        assert_eq!(decoded, expected);
+    fn empty_batch_decodes_as_an_empty_publish_batch() {
         let empty = Encoded::batch([].iter());
-        assert_eq!(
-            pb::Frame::decode(&empty.encode_to_vec()[..]).unwrap(),
-            pb::Frame {
-                kind: Some(Kind::PublishBatch(pb::PublishBatch::default()))
-            }
-        );
+        let decoded = pb::Frame::decode(&empty.encode_to_vec()[..]).unwrap();
+        assert!(matches!(
+            decoded.kind,
+            Some(pb::frame::Kind::PublishBatch(b)) if b.envelopes.is_empty()
+        ));
     }
 }

@@ -321,7 +321,7 @@ async fn disconnect_and_cleanup() {
     let broker = s.broker.clone().expect("broker");
     let kick = broker
         .session("c1")
-        .and_then(|c| c.state.lock().owner.as_ref().map(|o| o.kick.clone()))
+        .and_then(|c| c.state.lock().owner.as_ref().and_then(|o| o.kick.clone()))
         .expect("owner");
     let r = mgmt(&s, "POST", "/api/v1/session/disconnect?client_id=c1").await;
     assert_eq!(r.status, StatusCode::OK);

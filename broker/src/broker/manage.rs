@@ -25,7 +25,7 @@ impl Broker {
             let mut st = cell.state.lock();
             if let Some(owner) = &st.owner {
                 let id = owner.id;
-                owner.kick.cancel();
+                owner.kick();
                 st.admin_kick = Some(id);
                 st.resume_parked(&cell);
             }

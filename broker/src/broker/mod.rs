@@ -89,8 +89,20 @@ pub struct ConnMeta {
 
 pub(crate) struct Owner {
     pub id: u64,
-    /// Cancelled when another connection takes the session over.
-    pub kick: CancellationToken,
+    /// Cancelled when another connection takes the session over; `None`
+    /// while the connection hibernates (it is resumed instead, see
+    /// `SessionState::take_parked`).
+    pub kick: Option<CancellationToken>,
+}
+
+impl Owner {
+    /// Tells the owner's live connection to stop (a hibernated one has no
+    /// token: the caller resumes it).
+    pub(crate) fn kick(&self) {
+        if let Some(k) = &self.kick {
+            k.cancel();
+        }
+    }
 }
 
 impl SessionCell {
@@ -341,14 +353,14 @@ impl Broker {
         let owner_id = self.next_owner.fetch_add(1, Ordering::Relaxed);
         let owner = Owner {
             id: owner_id,
-            kick: kicked.clone(),
+            kick: Some(kicked.clone()),
         };
         let (cell, session_present) = match self.sessions.entry(client_id.clone()) {
             Entry::Occupied(mut e) => {
                 let old = e.get().clone();
                 let mut st = old.state.lock();
                 if let Some(prev) = st.owner.take() {
-                    prev.kick.cancel();
+                    prev.kick();
                     st.resume_parked(&old);
                 }
                 if clean_start || st.ended {

@@ -68,7 +68,7 @@ impl Broker {
         let mut data = SessionData::new(client.clone());
         data.subscriptions = s.meta.subscriptions.iter().cloned().collect();
         data.incoming_qos2 = s.meta.incoming_qos2.iter().copied().collect();
-        data.will = s.meta.will.clone();
+        data.will = s.meta.will.clone().map(Box::new);
         data.expiry_interval = s.meta.expiry_interval;
         data.last_pkid = s.meta.last_pkid;
         for pkid in &s.meta.released {

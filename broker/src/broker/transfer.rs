@@ -61,7 +61,7 @@ impl Broker {
         self.metrics.sessions.dec();
         let mut st = cell.state.lock();
         if let Some(owner) = st.owner.take() {
-            owner.kick.cancel();
+            owner.kick();
             st.resume_parked(&cell);
         }
         cell.online.store(false, Ordering::Relaxed);

@@ -235,7 +235,7 @@ pub(crate) async fn accept(
     {
         let mut st = attached.cell.state.lock();
         st.data.expiry_interval = expiry;
-        st.data.will = will.clone();
+        st.data.will = will.clone().map(Box::new);
         st.conn = Some(crate::broker::ConnMeta {
             username: username.clone(),
             peer: info.peer,

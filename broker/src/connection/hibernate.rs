@@ -18,13 +18,17 @@
 //! already (queue, token, socket, keep-alive); every waker looks under the
 //! same lock, so no wake-up is lost in between.
 
-use super::{Conn, READ_MIN};
-use crate::broker::{SessionCell, SessionState};
+use super::{acks::Acks, throttle::Throttle, Aliases, Conn, Ctx, READ_MIN};
+use crate::broker::{Broker, SessionCell, SessionState};
+use crate::codec::Protocol;
+use crate::session::Will;
+use bytes::BytesMut;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use parking_lot::Mutex;
 use std::any::Any;
 use std::future::Future;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -55,10 +59,38 @@ pub(crate) struct Home {
 /// and its state, waiting in its session until something wakes it.
 pub(crate) struct Parked {
     io: std::net::TcpStream,
-    key: usize,
-    conn: Conn<()>,
+    key: u32,
+    conn: Dormant,
     /// Keeps the listener's tracker counting the connection.
     _tracked: TaskTrackerToken,
+}
+
+/// What of a [`Conn`] outlives hibernation: not its (empty) buffers, ack
+/// pipeline or idle-check state, nor its stop token. The owner's kick
+/// token is dropped too (`Owner::kick` is `None` while parked): the
+/// broker resumes a parked owner wherever it would cancel that token, and
+/// the resumed connection gets a new one, already cancelled if it lost the
+/// session meanwhile ([`SessionState::take_parked`]).
+struct Dormant {
+    broker: Arc<Broker>,
+    cell: Arc<SessionCell>,
+    /// Unboxed while parked: one allocation less per parked connection.
+    ctx: Ctx,
+    username: Option<String>,
+    will: Option<Box<Will>>,
+    aliases: Option<Box<Aliases>>,
+    throttle: Option<Box<Throttle>>,
+    owner_id: u64,
+    ka_heard: u64,
+    ka_due: u64,
+    ka_ms: u32,
+    max_in_packet: u32,
+    max_out_packet: u32,
+    out_window: u32,
+    out_alias_max: u16,
+    protocol: Protocol,
+    acl: bool,
+    peer: IpAddr,
 }
 
 /// The shared epoll: parked sockets, each under a slab key that names its
@@ -122,7 +154,7 @@ fn watch(mut poll: Poll, sleepers: &Sleepers) {
 }
 
 impl Sleepers {
-    fn insert(&self, fd: i32, cell: &Arc<SessionCell>) -> std::io::Result<usize> {
+    fn insert(&self, fd: i32, cell: &Arc<SessionCell>) -> std::io::Result<u32> {
         let key = {
             let mut slots = self.slots.lock();
             let weak = Some(Arc::downgrade(cell));
@@ -137,6 +169,10 @@ impl Sleepers {
                 }
             }
         };
+        let Ok(key32) = u32::try_from(key) else {
+            self.remove(key, None);
+            return Err(std::io::Error::other("too many hibernated connections"));
+        };
         let registered = self
             .registry
             .register(&mut SourceFd(&fd), Token(key), Interest::READABLE);
@@ -144,7 +180,7 @@ impl Sleepers {
             self.remove(key, None);
             return Err(e);
         }
-        Ok(key)
+        Ok(key32)
     }
 
     fn remove(&self, key: usize, fd: Option<i32>) {
@@ -192,25 +228,41 @@ impl SessionCell {
     /// Brings the session's hibernated connection, if any, back to life.
     pub(crate) fn resume_parked(&self) {
         let parked = self.state.lock().take_parked(self);
-        if let Some(p) = parked {
-            p.resume();
+        if let Some((p, stop)) = parked {
+            (*p).resume(stop);
         }
     }
 }
 
 impl SessionState {
-    /// Takes the hibernated connection out (the caller resumes it).
-    pub(crate) fn take_parked(&mut self, cell: &SessionCell) -> Option<Box<Parked>> {
+    /// Takes the hibernated connection out (the caller resumes it), with
+    /// the token it will stop on: its owner's kick token again while it
+    /// owns the session, or one already cancelled when it was taken over
+    /// or disconnected by the admin API meanwhile. The shutdown token is
+    /// its parent, so a node shutting down cancels it as well.
+    pub(crate) fn take_parked(
+        &mut self,
+        cell: &SessionCell,
+    ) -> Option<(Box<Parked>, CancellationToken)> {
         let p = self.parked.take()?;
         cell.parked.store(false, Ordering::SeqCst);
-        Some(p)
+        let stop = p.conn.ctx.shutdown.child_token();
+        let kicked_by_admin = self.admin_kick == Some(p.conn.owner_id);
+        match &mut self.owner {
+            Some(o) if o.id == p.conn.owner_id && !kicked_by_admin => {
+                o.kick = Some(stop.clone());
+            }
+            _ => stop.cancel(),
+        }
+        Some((p, stop))
     }
 
     /// Resumes the hibernated connection, if any: for a takeover or an
-    /// admin disconnect, right after its owner's token was cancelled.
+    /// admin disconnect, right after its owner's token was cancelled (or
+    /// taken away).
     pub(crate) fn resume_parked(&mut self, cell: &SessionCell) {
-        if let Some(p) = self.take_parked(cell) {
-            p.resume();
+        if let Some((p, stop)) = self.take_parked(cell) {
+            (*p).resume(stop);
         }
     }
 }
@@ -241,27 +293,27 @@ pub(super) fn park<S: Send + 'static>(conn: Conn<S>) -> Result<(), Conn<S>> {
 
 #[allow(clippy::result_large_err)]
 fn park_tcp(conn: Conn<TcpStream>) -> Result<(), Conn<TcpStream>> {
-    let (io, conn) = conn.with_io(());
+    let (io, conn, stop) = conn.into_dormant();
     let io = match io.into_std() {
         Ok(io) => io,
         Err(e) => {
             // The socket is gone with its registration: end as a drop.
             tracing::warn!(error = %e, "cannot hibernate a connection");
-            conn.lost();
+            conn.wake((), stop).lost();
             return Ok(());
         }
     };
     let fd = io.as_raw_fd();
     let sleepers = sleepers();
-    let back = |conn: Conn<()>, io: std::net::TcpStream| {
+    let back = |conn: Dormant, io: std::net::TcpStream, stop| {
         let io = TcpStream::from_std(io).expect("back into the reactor it came from");
-        conn.with_io(io).1
+        conn.wake(io, stop)
     };
     let key = match sleepers.insert(fd, &conn.cell) {
         Ok(k) => k,
         Err(e) => {
             tracing::debug!(error = %e, "cannot register a hibernating socket");
-            return Err(back(conn, io));
+            return Err(back(conn, io, stop));
         }
     };
     let cell = conn.cell.clone();
@@ -270,11 +322,17 @@ fn park_tcp(conn: Conn<TcpStream>) -> Result<(), Conn<TcpStream>> {
     let quiet = matches!(io.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
     let ka_later = conn.ka_ms == 0 || super::keepalive::now_ms() < conn.ka_due;
     let owned = st.owner.as_ref().is_some_and(|o| o.id == conn.owner_id);
-    if !quiet || !ka_later || !owned || conn.stop.is_cancelled() || st.queue_len() > 0 {
+    if !quiet || !ka_later || !owned || stop.is_cancelled() || st.queue_len() > 0 {
         drop(st);
-        sleepers.remove(key, Some(fd));
-        return Err(back(conn, io));
+        sleepers.remove(key as usize, Some(fd));
+        return Err(back(conn, io, stop));
     }
+    // Every canceller of this token holds the session's lock, as we do:
+    // from here on they find the connection parked and resume it instead.
+    if let Some(o) = st.owner.as_mut() {
+        o.kick = None;
+    }
+    drop(stop);
     let tracked = conn
         .ctx
         .home
@@ -295,15 +353,16 @@ fn park_tcp(conn: Conn<TcpStream>) -> Result<(), Conn<TcpStream>> {
 }
 
 impl Parked {
-    /// Back into a connection task, in the listener's runtime.
-    fn resume(self: Box<Self>) {
+    /// Back into a connection task, in the listener's runtime, stopping on
+    /// `stop` (see [`SessionState::take_parked`]).
+    fn resume(self, stop: CancellationToken) {
         let Parked {
             io,
             key,
             conn,
             _tracked,
-        } = *self;
-        sleepers().remove(key, Some(io.as_raw_fd()));
+        } = self;
+        sleepers().remove(key as usize, Some(io.as_raw_fd()));
         conn.broker.metrics().connections_hibernated.dec();
         let respawn = conn
             .ctx
@@ -319,13 +378,13 @@ impl Parked {
             Ok(io) => io,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot resume a hibernated connection");
-                conn.lost();
+                conn.wake((), stop).lost();
                 return;
             }
         };
         let serve = Tracked {
             _tracked,
-            inner: super::life(super::Slot::Live(conn.with_io(io).1)),
+            inner: super::life(super::Slot::Live(conn.wake(io, stop))),
         };
         respawn
             .handle
@@ -351,71 +410,70 @@ impl<F: Future<Output = ()>> Future for Tracked<F> {
 }
 
 impl<S> Conn<S> {
-    /// The same connection over another stream (`()` while hibernated).
-    pub(super) fn with_io<T>(self, io: T) -> (S, Conn<T>) {
-        let Conn {
-            io: old,
-            rbuf,
-            wbuf,
-            broker,
-            protocol,
-            client_id,
-            username,
-            acl,
-            peer,
-            cell,
-            owner_id,
-            will,
-            max_in_packet,
-            max_out_packet,
-            out_window,
-            out_alias_max,
-            aliases,
-            read_hint,
-            ctx,
-            stop,
-            ka_ms,
-            ka_heard,
-            ka_due,
-            trim_due,
-            busy,
-            quiet_rounds,
-            throttle,
-            acks,
-        } = self;
-        let conn = Conn {
-            io,
-            rbuf,
-            wbuf,
-            broker,
-            protocol,
-            client_id,
-            username,
-            acl,
-            peer,
-            cell,
-            owner_id,
-            will,
-            max_in_packet,
-            max_out_packet,
-            out_window,
-            out_alias_max,
-            aliases,
-            read_hint,
-            ctx,
-            stop,
-            ka_ms,
-            ka_heard,
-            ka_due,
-            trim_due,
-            busy,
-            quiet_rounds,
-            throttle,
-            acks,
+    /// What outlives hibernation, the stream and the stop token; the rest
+    /// (empty buffers, ack pipeline, idle-check state) is dropped.
+    fn into_dormant(self) -> (S, Dormant, CancellationToken) {
+        let conn = Dormant {
+            broker: self.broker,
+            cell: self.cell,
+            ctx: *self.ctx,
+            username: self.username,
+            will: self.will,
+            aliases: self.aliases,
+            throttle: self.throttle,
+            owner_id: self.owner_id,
+            ka_heard: self.ka_heard,
+            ka_due: self.ka_due,
+            ka_ms: self.ka_ms,
+            max_in_packet: self.max_in_packet,
+            max_out_packet: self.max_out_packet,
+            out_window: self.out_window,
+            out_alias_max: self.out_alias_max,
+            protocol: self.protocol,
+            acl: self.acl,
+            peer: self.peer,
         };
-        (old, conn)
+        (self.io, conn, self.stop)
     }
+}
 
+impl Dormant {
+    /// A connection again, over `io`, stopping on `stop`.
+    fn wake<T>(self, io: T, stop: CancellationToken) -> Conn<T> {
+        Conn {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            protocol: self.protocol,
+            client_id: self.cell.client_id.clone(),
+            username: self.username,
+            acl: self.acl,
+            peer: self.peer,
+            cell: self.cell,
+            owner_id: self.owner_id,
+            will: self.will,
+            max_in_packet: self.max_in_packet,
+            max_out_packet: self.max_out_packet,
+            out_window: self.out_window,
+            out_alias_max: self.out_alias_max,
+            aliases: self.aliases,
+            read_hint: READ_MIN,
+            ctx: Box::new(self.ctx),
+            stop,
+            ka_ms: self.ka_ms,
+            ka_heard: self.ka_heard,
+            ka_due: self.ka_due,
+            trim_due: 0,
+            busy: false,
+            quiet_rounds: 0,
+            throttle: self.throttle,
+            acks: Acks::default(),
+            broker: self.broker,
+        }
+    }
+}
+
+impl<S> Conn<S> {
     /// The socket was lost while (un)parking: the session is detached as
     /// after a dropped connection (will included).
     fn lost(mut self) {
@@ -430,15 +488,16 @@ impl<S> Conn<S> {
     }
 
     /// Whether this idle connection may hibernate now: enabled, plain TCP,
-    /// quiet for the whole threshold, and holding nothing.
-    pub(super) fn may_park(&mut self, reading: bool, timers: bool) -> bool {
+    /// quiet for the whole threshold (or `fresh`: just connected, with
+    /// nothing read since CONNACK), and holding nothing.
+    pub(super) fn may_park(&mut self, reading: bool, timers: bool, fresh: bool) -> bool {
         let after = self.broker.config().limits.hibernate_after_ms;
         if self.ctx.home.is_none() || after == 0 {
             return false;
         }
         // Idle checks come every min(threshold, trim period).
         let rounds = after.div_ceil(after.min(super::TRIM_MS));
-        let ok = u64::from(self.quiet_rounds) >= rounds
+        let ok = (fresh || u64::from(self.quiet_rounds) >= rounds)
             && reading
             && !timers
             && self.rbuf.is_empty()
@@ -463,6 +522,6 @@ mod size_guard {
     fn parked_record_stays_small() {
         let size = std::mem::size_of::<super::Parked>();
         println!("Parked: {size} bytes");
-        assert!(size <= 320, "the parked record grew to {size} bytes");
+        assert!(size <= 176, "the parked record grew to {size} bytes");
     }
 }

@@ -42,6 +42,11 @@ pub struct ConnInfo {
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Outgoing bytes gathered before a write; also bounds one round's work.
 const WBUF_HIGH: usize = 64 * 1024;
+/// `Conn::quiet_rounds` of a connection that just connected: the first
+/// time it waits for the client with nothing to do, it may hibernate at
+/// once.
+const FRESH: u16 = u16::MAX;
+
 /// Smallest read reservation: small, so that idle connections stay cheap.
 const READ_MIN: usize = 512;
 /// What `read_buf` reserves in an empty buffer: a quiet connection's read
@@ -200,7 +205,8 @@ pub(crate) struct Conn<S> {
     trim_due: u64,
     busy: bool,
     /// Quiet periods in a row (the idle check found it neither read nor
-    /// wrote), for hibernation.
+    /// wrote), for hibernation; [`FRESH`] until the loop first waits for
+    /// the client (a flag of its own would grow every connection's task).
     quiet_rounds: u16,
     /// Publish rate, backpressure and slow-consumer state.
     pub(crate) throttle: Option<Box<throttle::Throttle>>,
@@ -379,7 +385,7 @@ where
         ka_due: 0,
         trim_due: 0,
         busy: false,
-        quiet_rounds: 0,
+        quiet_rounds: FRESH,
         throttle: throttle::Throttle::new(&broker.config().limits),
         acks: acks::Acks::default(),
         broker,
@@ -462,16 +468,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             if !quiet && self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
                 self.rbuf.reserve(self.read_hint);
             }
-            if self.trim_due == 0 {
-                // Buffers are held, or the connection may hibernate: look
-                // again after a quiet period.
-                let period = self.idle_period();
-                if period > 0 {
-                    self.trim_due = keepalive::now_ms() + period;
-                    self.busy = false;
-                    keepalive::wake_at(self.trim_due, &self.cell);
-                }
-            }
             let hold = self.read_hold();
             let backlog = hold.is_none()
                 && (self.throttle.as_mut()).is_some_and(|t| std::mem::take(&mut t.backlog));
@@ -491,6 +487,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             };
             // Something other than the client is due: not a time to hibernate.
             let timers = wake.is_some() || more;
+            if self.quiet_rounds == FRESH {
+                self.quiet_rounds = 0;
+                // CONNACK is out and the client sent nothing more: most
+                // clients then sit idle, so a burst of connects never holds
+                // a task per connection (the task's memory stays with the
+                // allocator, interleaved with the sessions, once freed).
+                if self.may_park(reading, timers, true) {
+                    return None;
+                }
+            }
+            if self.trim_due == 0 {
+                // Buffers are held, or the connection may hibernate: look
+                // again after a quiet period.
+                let period = self.idle_period();
+                if period > 0 {
+                    self.trim_due = keepalive::now_ms() + period;
+                    self.busy = false;
+                    keepalive::wake_at(self.trim_due, &self.cell);
+                }
+            }
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Some(self.stopped()),
@@ -524,7 +540,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     if let Err(close) = self.keep_alive(reading) {
                         return Some(close);
                     }
-                    if self.trim_idle() && self.may_park(reading, timers) {
+                    if self.trim_idle() && self.may_park(reading, timers, false) {
                         return None;
                     }
                 }

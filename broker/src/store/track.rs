@@ -313,7 +313,7 @@ impl SessionState {
                 .filter(|(_, f)| *f == Inflight::Released)
                 .map(|(p, _)| *p)
                 .collect(),
-            will: self.data.will.clone(),
+            will: self.data.will.as_deref().cloned(),
         }
     }
 
