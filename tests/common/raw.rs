@@ -896,6 +896,18 @@ impl Raw {
         }
     }
 
+    /// The next packet, which must be an acknowledgement of `want` (a
+    /// `kind::` value): its packet id and reason code.
+    pub async fn expect_ack(&mut self, want: u8) -> (u16, u8) {
+        match self.recv().await {
+            Packet::Ack { kind, pkid, reason } if kind == want => (pkid, reason),
+            other => panic!(
+                "{}: expected ack type {want:#04x}, got {other:?}",
+                self.name
+            ),
+        }
+    }
+
     /// Reads until the broker closes the connection within `d`; returns the
     /// packets received before the close. Panics if still open at `d`.
     pub async fn expect_closed(&mut self, d: Duration) -> Vec<Packet> {
@@ -1118,6 +1130,11 @@ impl Raw {
     }
 
     /// A retained PUBLISH.
+    ///
+    /// Returns once the broker has stored it: a QoS 0 publish has no ack, so
+    /// a PINGREQ round trip follows it (the broker handles one connection's
+    /// packets in order). Without it a subscriber that connects next can
+    /// subscribe first and get the message live, with RETAIN=0.
     pub async fn publish_retained(&mut self, topic: &str, payload: &[u8], qos: u8) {
         let r = self
             .publish_msg(Publish::new(topic, payload).qos(qos).retain(true))
@@ -1127,6 +1144,9 @@ impl Raw {
             "{}: retained publish to {topic} refused with {r:#04x}",
             self.name
         );
+        if qos == 0 {
+            self.ping().await;
+        }
     }
 
     /// PINGREQ and wait for PINGRESP.
