@@ -11,7 +11,7 @@ mod listener;
 use crate::admin::{self, AdminState, Health, Readiness};
 use crate::broker::Broker;
 use crate::config::{Config, ConfigError};
-use crate::connection::{self, ConnInfo};
+use crate::connection::{self, ConnInfo, ListenerKind};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
 pub(crate) use listener::Task;
@@ -298,8 +298,8 @@ impl Server {
             proxy_timeout: Duration::from_secs(limits.proxy_header_timeout_secs),
             connect_rate: (limits.max_connect_rate, limits.connect_burst),
         };
-        let listener = |name, tls, max_connections, edge| Listener {
-            name,
+        let listener = |kind, tls, max_connections, edge| Listener {
+            kind,
             tls,
             max_connections,
             handler: BrokerHandler(broker.clone()),
@@ -318,7 +318,7 @@ impl Server {
                 l.tcp.proxy_protocol_use_cn_as_username,
                 None,
             );
-            let l = listener("tcp", None, l.tcp.max_connections, e);
+            let l = listener(ListenerKind::Tcp, None, l.tcp.max_connections, e);
             accept_loops.push(("tcp", l.spawn(socket)));
         }
         if let Some(socket) = tls {
@@ -327,19 +327,19 @@ impl Server {
                 l.tls.proxy_protocol_use_cn_as_username,
                 None,
             );
-            let l = listener("tls", acceptor, l.tls.max_connections, e);
+            let l = listener(ListenerKind::Tls, acceptor, l.tls.max_connections, e);
             accept_loops.push(("tls", l.spawn(socket)));
         }
         if let Some(socket) = ws {
             let (c, path) = (&l.ws, Some(l.ws.path.as_str()));
             let e = edge(c.proxy_protocol, c.proxy_protocol_use_cn_as_username, path);
-            let l = listener("ws", None, c.max_connections, e);
+            let l = listener(ListenerKind::Ws, None, c.max_connections, e);
             accept_loops.push(("ws", l.spawn(socket)));
         }
         if let Some(socket) = wss {
             let (c, path) = (&l.wss, Some(l.wss.path.as_str()));
             let e = edge(c.proxy_protocol, c.proxy_protocol_use_cn_as_username, path);
-            let l = listener("wss", wss_acceptor, c.max_connections, e);
+            let l = listener(ListenerKind::Wss, wss_acceptor, c.max_connections, e);
             accept_loops.push(("wss", l.spawn(socket)));
         }
         let interval = Duration::from_millis(limits.memory_check_interval_ms);
@@ -517,7 +517,7 @@ mod size_guard {
         let cfg = Arc::new(Config::default());
         let broker = Broker::new(cfg, Metrics::default());
         let listener = Arc::new(Listener {
-            name: "tcp",
+            kind: crate::connection::ListenerKind::Tcp,
             tls,
             max_connections: 1,
             handler: BrokerHandler(broker),
@@ -532,13 +532,14 @@ mod size_guard {
         let addr = socket.local_addr().expect("addr");
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (stream, peer) = socket.accept().await.expect("accept");
-        let permit = Arc::new(tokio::sync::Semaphore::new(1))
-            .try_acquire_owned()
-            .expect("permit");
+        let limit = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = limit.clone().try_acquire_owned().expect("permit");
         let respawn = Arc::new(connection::Respawn {
             handle: tokio::runtime::Handle::current(),
             tracker: listener.tracker.clone(),
+            shutdown: listener.shutdown.clone(),
             kill: listener.kill.clone(),
+            limit,
         });
         let task = listener.task(stream, peer, permit, &respawn);
         std::mem::size_of_val(&task)

@@ -236,6 +236,10 @@ impl FromIterator<u16> for PkidSet {
     }
 }
 
+/// A session's subscriptions. foldhash's per-map seed is 8 B where std's
+/// `RandomState` takes 16: every session holds one, idle ones included.
+pub type Subscriptions = HashMap<String, SubEntry, foldhash::fast::RandomState>;
+
 /// Everything of a session that survives its connection: the value that
 /// is exported and imported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,7 +247,7 @@ pub struct SessionData {
     /// Client identifier.
     pub client_id: ClientId,
     /// Filter (as subscribed, `$share/…` included) → options.
-    pub subscriptions: HashMap<String, SubEntry>,
+    pub subscriptions: Subscriptions,
     /// Messages waiting to be sent, oldest first.
     pub queue: VecDeque<Delivery>,
     /// Outgoing QoS 1/2 in flight, in send order.
@@ -264,7 +268,7 @@ impl SessionData {
     pub fn new(client_id: ClientId) -> SessionData {
         SessionData {
             client_id,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             queue: VecDeque::new(),
             inflight: VecDeque::new(),
             incoming_qos2: PkidSet::default(),

@@ -5,7 +5,7 @@
 use crate::pb;
 use crate::{Error, Result};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tern_broker::codec::{Properties, QoS, SubOptions};
 use tern_broker::session::{Delivery, Inflight, Message, PkidSet, SessionData, Will};
@@ -201,7 +201,7 @@ pub fn session_to_pb(s: &SessionData, node: &str) -> pb::Session {
 
 /// A session from the wire.
 pub fn session_from_pb(s: pb::Session) -> Result<SessionData> {
-    let mut subscriptions = HashMap::new();
+    let mut subscriptions = tern_broker::session::Subscriptions::default();
     for sub in s.subscriptions {
         let o = sub.options.unwrap_or_default();
         let entry = SubEntry {

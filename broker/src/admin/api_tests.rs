@@ -84,7 +84,7 @@ fn connect(s: &AdminState, id: &str, user: &str, peer: &str) {
         st.conn = Some(crate::broker::ConnMeta {
             username: Some(user.into()),
             peer: peer.parse().expect("peer"),
-            listener: "tcp",
+            listener: crate::connection::ListenerKind::Tcp,
             protocol: 5,
             clean_start: true,
         });

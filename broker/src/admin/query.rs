@@ -289,14 +289,14 @@ fn sessions(broker: &Broker, node: &str, f: &SessionFilter) -> Vec<SessionRow> {
                 client_id: cell.client_id.to_string(),
                 node: node.to_string(),
                 online,
-                user: conn.and_then(|c| c.username.clone()),
+                user: conn.and_then(|c| c.username.as_deref().map(str::to_string)),
                 peer: conn.map(|c| c.peer.to_string()),
                 listener: conn.map(|c| c.listener.to_string()),
                 protocol: conn.map(|c| c.protocol),
                 clean_start: conn.map(|c| c.clean_start),
                 expiry_interval: st.data.expiry_interval,
                 connected_at: (st.connected_at > 0).then_some(st.connected_at),
-                disconnected_at: st.offline_since.filter(|_| !online),
+                disconnected_at: st.offline_since.map(|s| s.get()).filter(|_| !online),
                 subscriptions: st.data.subscriptions.len(),
                 queued: st.data.queue.len(),
                 inflight: st.data.inflight.len(),
@@ -386,7 +386,7 @@ fn listeners(broker: &Broker, node: &str) -> Vec<ListenerRow> {
     for cell in broker.all_sessions() {
         let st = cell.state.lock();
         if let (Some(_), Some(c)) = (&st.owner, &st.conn) {
-            *counts.entry(c.listener).or_default() += 1;
+            *counts.entry(c.listener.as_str()).or_default() += 1;
         }
     }
     let down = l.health.down();

@@ -20,6 +20,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use std::cell::RefCell;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -57,8 +58,9 @@ pub(crate) struct SessionState {
     pub owner: Option<Owner>,
     /// Replaced by a clean start, or expired: its connection must stop.
     pub ended: bool,
-    /// When the last connection left (ms since epoch).
-    pub offline_since: Option<u64>,
+    /// When the last connection left (ms since epoch; never 0, so the
+    /// option costs no tag).
+    pub offline_since: Option<NonZeroU64>,
     /// When the current connection attached (ms since epoch).
     pub connected_at: u64,
     /// What of the session is in the durable store (`None`: no store).
@@ -67,7 +69,7 @@ pub(crate) struct SessionState {
     pub conn: Option<ConnMeta>,
     /// The owner a management request disconnected (its connection closes
     /// with 0x98 administrative action rather than 0x8E).
-    pub admin_kick: Option<u64>,
+    pub admin_kick: Option<NonZeroU64>,
     /// The owner's connection, while it hibernates.
     pub(crate) parked: Option<Box<crate::connection::Parked>>,
 }
@@ -76,11 +78,11 @@ pub(crate) struct SessionState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnMeta {
     /// The authenticated user name.
-    pub username: Option<String>,
+    pub username: Option<Arc<str>>,
     /// The client's address (forwarded by a PROXY header, if any).
     pub peer: std::net::SocketAddr,
-    /// "tcp", "tls", "ws" or "wss".
-    pub listener: &'static str,
+    /// The listener it came through (one byte, where a name took 16).
+    pub listener: crate::connection::ListenerKind,
     /// Protocol level: 3 (3.1), 4 (3.1.1) or 5.
     pub protocol: u8,
     /// The CONNECT's clean start / clean session flag.
@@ -88,7 +90,8 @@ pub struct ConnMeta {
 }
 
 pub(crate) struct Owner {
-    pub id: u64,
+    /// Never 0, so `Option<Owner>` costs no tag.
+    pub id: NonZeroU64,
     /// Cancelled when another connection takes the session over; `None`
     /// while the connection hibernates (it is resumed instead, see
     /// `SessionState::take_parked`).
@@ -118,7 +121,7 @@ impl SessionCell {
                 data,
                 owner: None,
                 ended: false,
-                offline_since: Some(now_ms()),
+                offline_since: NonZeroU64::new(now_ms()),
                 connected_at: 0,
                 conn: None,
                 admin_kick: None,
@@ -241,7 +244,7 @@ impl Broker {
             authz,
             pending_wills: DashMap::new(),
             shared_rr: DashMap::new(),
-            next_owner: AtomicU64::new(1),
+            next_owner: AtomicU64::new(0),
             store,
         });
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -350,9 +353,10 @@ impl Broker {
         if let Some((_, token)) = self.pending_wills.remove(client_id) {
             token.cancel();
         }
-        let owner_id = self.next_owner.fetch_add(1, Ordering::Relaxed);
+        let id = NonZeroU64::MIN.saturating_add(self.next_owner.fetch_add(1, Ordering::Relaxed));
+        let owner_id = id.get();
         let owner = Owner {
-            id: owner_id,
+            id,
             kick: Some(kicked.clone()),
         };
         let (cell, session_present) = match self.sessions.entry(client_id.clone()) {
@@ -426,7 +430,7 @@ impl Broker {
         };
         let (expiry, ended) = {
             let mut st = cell.state.lock();
-            if st.owner.as_ref().is_none_or(|o| o.id != owner_id) {
+            if st.owner.as_ref().is_none_or(|o| o.id.get() != owner_id) {
                 // Taken over: a new connection is present, so only an
                 // undelayed will goes out.
                 drop(st);
@@ -444,7 +448,7 @@ impl Broker {
                 st.ended = true;
                 self.drop_subscriptions(&mut st.data);
             } else {
-                st.offline_since = Some(now_ms());
+                st.offline_since = NonZeroU64::new(now_ms());
             }
             st.save();
             (expiry, ended)
@@ -508,7 +512,7 @@ impl Broker {
         entry: SubEntry,
     ) -> Option<bool> {
         let mut st = cell.state.lock();
-        if st.ended || st.owner.as_ref().is_none_or(|o| o.id != owner_id) {
+        if st.ended || st.owner.as_ref().is_none_or(|o| o.id.get() != owner_id) {
             return None;
         }
         st.data
@@ -526,7 +530,7 @@ impl Broker {
     /// Removes a subscription; true if it existed.
     pub fn unsubscribe(&self, cell: &SessionCell, owner_id: u64, filter: &str) -> bool {
         let mut st = cell.state.lock();
-        if st.ended || st.owner.as_ref().is_none_or(|o| o.id != owner_id) {
+        if st.ended || st.owner.as_ref().is_none_or(|o| o.id.get() != owner_id) {
             return false;
         }
         let existed = st.data.subscriptions.remove(filter).is_some();
@@ -555,3 +559,28 @@ pub(crate) fn with_matches<R>(f: impl FnOnce(&mut Matches) -> R) -> R {
 mod spill_tests;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod size_guard {
+    use super::*;
+
+    /// Every session holds a cell, idle ones included: its `Arc` allocation
+    /// (the cell plus two counters) is the largest part of an idle
+    /// connection's memory.
+    #[test]
+    fn session_cell_stays_small() {
+        use std::mem::size_of;
+        println!(
+            "SessionCell {} (state {}, data {}, conn meta {}, owner {}, notify {})",
+            size_of::<SessionCell>(),
+            size_of::<SessionState>(),
+            size_of::<SessionData>(),
+            size_of::<Option<ConnMeta>>(),
+            size_of::<Option<Owner>>(),
+            size_of::<Notify>(),
+        );
+        let size = size_of::<SessionCell>();
+        // 328 + the Arc's counters fill a 352-byte malloc chunk exactly.
+        assert!(size <= 328, "SessionCell grew to {size} bytes");
+    }
+}

@@ -92,7 +92,7 @@ impl Broker {
         let spill = (s.spilled, s.spill_from);
         let track = Track::restored(&self.store, queue, inflight, s.meta, spill);
         let cell = SessionCell::with_track(Some(track), data);
-        cell.state.lock().offline_since = Some(since);
+        cell.state.lock().offline_since = std::num::NonZeroU64::new(since);
         let subs: Vec<_> = cell
             .state
             .lock()

@@ -120,7 +120,7 @@ impl Broker {
         let mut expired = Vec::new();
         for e in self.sessions.iter() {
             let st = e.value().state.lock();
-            if let (None, Some(since)) = (&st.owner, st.offline_since) {
+            if let (None, Some(since)) = (&st.owner, st.offline_since.map(|s| s.get())) {
                 let exp = st.data.expiry_interval;
                 if exp != u32::MAX && since.saturating_add(u64::from(exp) * 1000) <= now {
                     expired.push(e.value().clone());

@@ -32,8 +32,9 @@ fn refuse(protocol: Protocol, v5: u8, v3: u8, why: &'static str) -> Refusal {
 /// The parameters a connection runs with once CONNECT is accepted.
 pub(crate) struct Accepted {
     pub client_id: ClientId,
-    /// The identity the authenticator recorded.
-    pub username: Option<String>,
+    /// The identity the authenticator recorded, shared with the session's
+    /// [`ConnMeta`](crate::broker::ConnMeta).
+    pub username: Option<Arc<str>>,
     /// Keep-alive in force, seconds (0: none).
     pub keep_alive: u16,
     pub attached: Attached,
@@ -175,7 +176,7 @@ pub(crate) async fn accept(
         })
         .await;
     let username = match decision {
-        AuthDecision::Allow { username } => username,
+        AuthDecision::Allow { username } => username.map(Arc::<str>::from),
         AuthDecision::Deny(d) => {
             broker.metrics().auth_failures.inc();
             // Never log the password.

@@ -32,10 +32,41 @@ use tokio_util::sync::CancellationToken;
 pub struct ConnInfo {
     /// Remote address.
     pub peer: SocketAddr,
-    /// Listener name, for logs and metrics ("tcp", "tls", "ws", "wss").
-    pub listener: &'static str,
+    /// The listener the client came through.
+    pub listener: ListenerKind,
     /// Common name of a verified TLS client certificate.
     pub cert_cn: Option<String>,
+}
+
+/// A client listener's kind: its name in logs, metrics and the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// Plain TCP (1883).
+    Tcp,
+    /// TLS (8883).
+    Tls,
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl ListenerKind {
+    /// "tcp", "tls", "ws" or "wss".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Wss => "wss",
+        }
+    }
+}
+
+impl std::fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Bound on the final flush (DISCONNECT, CONNACK refusals).
@@ -94,7 +125,7 @@ fn serve_with<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let span = tracing::info_span!("conn", peer = %info.peer, listener = info.listener, client_id = tracing::field::Empty);
+    let span = tracing::info_span!("conn", peer = %info.peer, listener = info.listener.as_str(), client_id = tracing::field::Empty);
     // The arguments wait boxed (and freed) rather than inline for the
     // connection's whole life.
     let start = Box::new(Start {
@@ -172,7 +203,7 @@ pub(crate) struct Conn<S> {
     pub broker: Arc<Broker>,
     pub protocol: Protocol,
     pub client_id: ClientId,
-    pub username: Option<String>,
+    pub username: Option<Arc<str>>,
     /// An authorizer that restricts anything: deliveries are checked.
     pub acl: bool,
     /// The client's address (PROXY protocol source or socket peer), for
@@ -788,7 +819,7 @@ impl<S> Conn<S> {
     /// A takeover that was really a management request's disconnect:
     /// 5.0 clients are told 0x98 (administrative action).
     fn admin_kicked(&self, close: Close) -> Close {
-        let by_admin = self.cell.state.lock().admin_kick == Some(self.owner_id);
+        let by_admin = self.cell.state.lock().admin_kick.map(|k| k.get()) == Some(self.owner_id);
         match close.kind {
             CloseKind::TakenOver if by_admin => Close {
                 kind: CloseKind::Abnormal,
@@ -827,7 +858,7 @@ mod size_guard {
         let (a, _z) = tokio::io::duplex(64);
         let info = super::ConnInfo {
             peer: ([127, 0, 0, 1], 1).into(),
-            listener: "tcp",
+            listener: super::ListenerKind::Tcp,
             cert_cn: None,
         };
         let f = super::serve(a, info, b, Default::default());

@@ -2,7 +2,7 @@
 //! protocol handler so they are testable without a broker.
 
 use crate::admin::Health;
-use crate::connection::{ConnInfo, Home, Respawn};
+use crate::connection::{ConnInfo, Home, ListenerKind, Respawn};
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use pin_project_lite::pin_project;
@@ -64,8 +64,8 @@ pub(crate) trait Handler: Clone + Send + Sync + 'static {
 
 /// Everything an accept loop and its connection tasks share.
 pub(crate) struct Listener<H> {
-    /// "tcp", "tls", "ws" or "wss", for logs, [`ConnInfo`] and `/health`.
-    pub name: &'static str,
+    /// Its kind; its name in logs and `/health`.
+    pub kind: ListenerKind,
     /// Present for the TLS listener.
     pub tls: Option<TlsAcceptor>,
     /// Open connections allowed at once.
@@ -156,7 +156,7 @@ fn is_per_connection(e: &io::Error) -> bool {
 impl<H: Handler> Listener<H> {
     /// Marks the listener up and spawns its accept loop.
     pub(crate) fn spawn(self, socket: TcpListener) -> JoinHandle<()> {
-        self.health.set(self.name, true);
+        self.health.set(self.kind.as_str(), true);
         tokio::spawn(Arc::new(self).accept_loop(socket))
     }
 
@@ -170,7 +170,9 @@ impl<H: Handler> Listener<H> {
         let respawn = Arc::new(Respawn {
             handle: tokio::runtime::Handle::current(),
             tracker: self.tracker.clone(),
+            shutdown: self.shutdown.clone(),
             kill: self.kill.clone(),
+            limit: limit.clone(),
         });
         let mut bucket = (rate > 0).then(|| {
             TokenBucket::new(
@@ -188,13 +190,13 @@ impl<H: Handler> Listener<H> {
             let (stream, peer) = match accepted {
                 Ok(conn) => conn,
                 Err(e) if is_per_connection(&e) => {
-                    debug!(listener = self.name, error = %e, "accept failed");
+                    debug!(listener = self.kind.as_str(), error = %e, "accept failed");
                     continue;
                 }
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS…: resources may come back.
                     if let Some(suppressed) = error_log.allow() {
-                        warn!(listener = self.name, error = %e, suppressed, "accept failed; backing off");
+                        warn!(listener = self.kind.as_str(), error = %e, suppressed, "accept failed; backing off");
                     }
                     tokio::select! {
                         _ = self.shutdown.cancelled() => break,
@@ -206,7 +208,7 @@ impl<H: Handler> Listener<H> {
                 if !b.try_take(tokio::time::Instant::now()) {
                     self.metrics.edge.connect_rate_refused.inc();
                     if let Some(suppressed) = rate_log.allow() {
-                        warn!(listener = self.name, %peer, rate, suppressed,
+                        warn!(listener = self.kind.as_str(), %peer, rate, suppressed,
                             "connect rate exceeded; closing connection");
                     }
                     drop(stream);
@@ -217,14 +219,14 @@ impl<H: Handler> Listener<H> {
                 // Over the cap: dropping the stream closes it at once.
                 self.metrics.connections_refused.inc();
                 if let Some(suppressed) = full_log.allow() {
-                    warn!(listener = self.name, %peer, max = self.max_connections, suppressed,
+                    warn!(listener = self.kind.as_str(), %peer, max = self.max_connections, suppressed,
                         "connection limit reached; refusing connection");
                 }
                 drop(stream);
                 continue;
             };
             if let Err(e) = stream.set_nodelay(true) {
-                debug!(listener = self.name, %peer, error = %e, "cannot set TCP_NODELAY");
+                debug!(listener = self.kind.as_str(), %peer, error = %e, "cannot set TCP_NODELAY");
             }
             self.tracker
                 .spawn(self.task(stream, peer, permit, &respawn));
@@ -232,8 +234,8 @@ impl<H: Handler> Listener<H> {
         // Hibernated connections have no task to see the shutdown token:
         // they are woken to say goodbye (DISCONNECT 0x8B) like the others.
         crate::connection::wake_all();
-        self.health.set(self.name, false);
-        debug!(listener = self.name, "accept loop stopped");
+        self.health.set(self.kind.as_str(), false);
+        debug!(listener = self.kind.as_str(), "accept loop stopped");
     }
 
     /// The future of one connection task, as spawned: built by a plain
@@ -252,13 +254,10 @@ impl<H: Handler> Listener<H> {
         let serve = if self.tls.is_none() && !self.edge.proxy && self.edge.ws_path.is_none() {
             let info = ConnInfo {
                 peer,
-                listener: self.name,
+                listener: self.kind,
                 cert_cn: None,
             };
-            let home = Home {
-                respawn: respawn.clone(),
-                _permit: permit,
-            };
+            let home = Home::new(respawn.clone(), permit);
             Either::Left(self.handler.handle_tcp(stream, info, token, home))
         } else {
             // Boxed as a whole, so that plain-TCP connection tasks carry
@@ -291,7 +290,7 @@ impl<H: Handler> Listener<H> {
             match header {
                 Ok(Ok(h)) => {
                     if let Some(source) = h.source {
-                        debug!(listener = self.name, proxy = %peer, client = %source, "PROXY header");
+                        debug!(listener = self.kind.as_str(), proxy = %peer, client = %source, "PROXY header");
                         peer = source;
                     }
                     if self.edge.proxy_use_cn {
@@ -300,19 +299,19 @@ impl<H: Handler> Listener<H> {
                 }
                 Ok(Err(e)) => {
                     self.metrics.edge.proxy_errors.inc();
-                    info!(listener = self.name, %peer, error = %e, "PROXY header refused; closing");
+                    info!(listener = self.kind.as_str(), %peer, error = %e, "PROXY header refused; closing");
                     return;
                 }
                 Err(_) => {
                     self.metrics.edge.proxy_errors.inc();
-                    info!(listener = self.name, %peer, "no PROXY header in time; closing");
+                    info!(listener = self.kind.as_str(), %peer, "no PROXY header in time; closing");
                     return;
                 }
             }
         }
         let info = |cert_cn| ConnInfo {
             peer,
-            listener: self.name,
+            listener: self.kind,
             cert_cn,
         };
         let Some(acceptor) = &self.tls else {
@@ -334,8 +333,10 @@ impl<H: Handler> Listener<H> {
                     Box::pin(self.handler.handle(tls, info(cn), token)).await;
                 }
             }
-            Ok(Err(e)) => debug!(listener = self.name, %peer, error = %e, "TLS handshake failed"),
-            Err(_) => debug!(listener = self.name, %peer, "TLS handshake timed out"),
+            Ok(Err(e)) => {
+                debug!(listener = self.kind.as_str(), %peer, error = %e, "TLS handshake failed")
+            }
+            Err(_) => debug!(listener = self.kind.as_str(), %peer, "TLS handshake timed out"),
         }
     }
 
@@ -355,10 +356,10 @@ impl<H: Handler> Listener<H> {
             Ok(Ok(ws)) => self.handler.handle(ws, info, token).await,
             Ok(Err(e)) => {
                 self.metrics.edge.ws_errors.inc();
-                info!(listener = self.name, peer = %info.peer, error = %e, "WebSocket upgrade refused");
+                info!(listener = self.kind.as_str(), peer = %info.peer, error = %e, "WebSocket upgrade refused");
             }
             Err(_) => {
-                debug!(listener = self.name, peer = %info.peer, "WebSocket upgrade timed out")
+                debug!(listener = self.kind.as_str(), peer = %info.peer, "WebSocket upgrade timed out")
             }
         }
     }

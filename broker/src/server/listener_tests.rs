@@ -63,7 +63,11 @@ async fn start(tls: Option<TlsAcceptor>, max_connections: usize, obey_shutdown: 
     let addr = socket.local_addr().expect("addr");
     let (tx, seen) = mpsc::unbounded_channel();
     let listener = Listener {
-        name: if tls.is_some() { "tls" } else { "tcp" },
+        kind: if tls.is_some() {
+            ListenerKind::Tls
+        } else {
+            ListenerKind::Tcp
+        },
         tls,
         max_connections,
         handler: Fake {
@@ -121,7 +125,7 @@ async fn connection_cap_closes_excess_connections() {
     let mut first = TcpStream::connect(h.addr).await.expect("connect");
     expect_hello(&mut first).await;
     let info = h.seen.recv().await.expect("first served");
-    assert_eq!(info.listener, "tcp");
+    assert_eq!(info.listener, ListenerKind::Tcp);
     assert_eq!(info.cert_cn, None);
 
     let mut second = TcpStream::connect(h.addr).await.expect("connect");
@@ -194,7 +198,7 @@ async fn tls_handshake_passes_client_cn() {
         .expect("handshake");
     expect_hello(&mut client).await;
     let info = h.seen.recv().await.expect("served");
-    assert_eq!(info.listener, "tls");
+    assert_eq!(info.listener, ListenerKind::Tls);
     assert_eq!(info.cert_cn.as_deref(), Some("device-7"));
 }
 

@@ -303,7 +303,7 @@ impl SessionState {
         SessionMeta {
             expiry_interval: self.data.expiry_interval,
             last_pkid: self.data.last_pkid,
-            offline_since: self.offline_since,
+            offline_since: self.offline_since.map(|s| s.get()),
             subscriptions,
             incoming_qos2,
             released: self
