@@ -601,7 +601,8 @@ def main():
     w("| scenario | Tern | Mosquitto | Tern/Mosquitto | Tern lost/dup/err | Mosquitto lost/dup/err |")
     w("| --- | ---: | ---: | ---: | ---: | ---: |")
     for title, t, m, ratio, higher, tl, ml in rows:
-        nd = 1 if "KiB" in title else 0
+        # Three decimals: the two brokers differ in the second one.
+        nd = 3 if "KiB" in title else 0
         w(f"| {title} | {fmt(t, nd)} | {fmt(m, nd)} | {fmt(ratio, 2)}{'' if higher else ' (lower is better)' if ratio is not None and False else ''} "
           f"| {tl[0]}/{tl[1]}/{tl[2]} | {ml[0]}/{ml[1]}/{ml[2]} |")
     w("")
