@@ -83,7 +83,7 @@ fn connect(s: &AdminState, id: &str, user: &str, peer: &str) {
         st.data.expiry_interval = 60;
         st.conn = Some(crate::broker::ConnMeta {
             username: Some(user.into()),
-            peer: peer.parse().expect("peer"),
+            peer: peer.parse::<std::net::SocketAddr>().expect("peer").into(),
             listener: crate::connection::ListenerKind::Tcp,
             protocol: 5,
             clean_start: true,

@@ -239,7 +239,7 @@ pub(crate) async fn accept(
         st.data.will = will.clone().map(Box::new);
         st.conn = Some(crate::broker::ConnMeta {
             username: username.clone(),
-            peer: info.peer,
+            peer: info.peer.into(),
             listener: info.listener,
             protocol: p.level(),
             clean_start: c.clean_start,
