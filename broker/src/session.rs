@@ -23,6 +23,30 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+thread_local! {
+    /// The clock reading shared by the messages of one input batch; 0
+    /// outside [`with_batch_clock`].
+    static BATCH_NOW: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` (synchronous: a connection decoding what one read brought) with
+/// one clock reading for every [`Message::new`] inside it: a reading per
+/// message was ~2 % of a publisher-heavy node's CPU.
+pub fn with_batch_clock<R>(f: impl FnOnce() -> R) -> R {
+    let prev = BATCH_NOW.replace(now_ms());
+    let r = f();
+    BATCH_NOW.set(prev);
+    r
+}
+
+/// The batch's clock reading inside [`with_batch_clock`], else [`now_ms`].
+fn message_now() -> u64 {
+    match BATCH_NOW.get() {
+        0 => now_ms(),
+        t => t,
+    }
+}
+
 /// An application message as published, shared by every queue it sits in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -36,7 +60,7 @@ pub struct Message {
     pub retain: bool,
     /// 5.0 properties passed through to subscribers: payload format,
     /// content type, response topic, correlation data, user properties.
-    pub properties: Properties,
+    pub properties: MessageProps,
     /// Absolute expiry (ms since epoch) from the Message Expiry Interval.
     pub expires_at: Option<u64>,
     /// The publishing client, for no-local.
@@ -58,22 +82,30 @@ impl Message {
         retain: bool,
         props: &Properties,
     ) -> Message {
-        let now = now_ms();
+        let now = message_now();
         let expires_at = props
             .message_expiry_interval
             .map(|s| now.saturating_add(u64::from(s) * 1000));
+        let passed = props.payload_format_indicator.is_some()
+            || props.content_type.is_some()
+            || props.response_topic.is_some()
+            || props.correlation_data.is_some()
+            || !props.user_properties.is_empty();
         Message {
             topic,
             payload,
             qos,
             retain,
-            properties: Properties {
-                payload_format_indicator: props.payload_format_indicator,
-                content_type: props.content_type.clone(),
-                response_topic: props.response_topic.clone(),
-                correlation_data: props.correlation_data.clone(),
-                user_properties: props.user_properties.clone(),
-                ..Properties::default()
+            properties: match passed {
+                false => MessageProps::default(),
+                true => MessageProps::from(Properties {
+                    payload_format_indicator: props.payload_format_indicator,
+                    content_type: props.content_type.clone(),
+                    response_topic: props.response_topic.clone(),
+                    correlation_data: props.correlation_data.clone(),
+                    user_properties: props.user_properties.clone(),
+                    ..Properties::default()
+                }),
             },
             expires_at,
             origin: None,
@@ -92,6 +124,94 @@ impl Message {
     /// True if the message has expired at `now`.
     pub fn expired(&self, now: u64) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// A message's properties: boxed, and absent when there are none (most
+/// messages). An inline [`Properties`] made every message ~0.5 KB, built,
+/// copied into its `Arc` and dropped per PUBLISH on every node it crosses.
+/// Reads see [`Properties`] through `Deref` (empty ones when absent).
+#[derive(Clone, Default)]
+pub struct MessageProps(Option<Box<Properties>>);
+
+/// What an absent [`MessageProps`] reads as.
+static NO_PROPERTIES: Properties = Properties {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    content_type: None,
+    response_topic: None,
+    correlation_data: None,
+    subscription_identifiers: Vec::new(),
+    session_expiry_interval: None,
+    assigned_client_identifier: None,
+    server_keep_alive: None,
+    authentication_method: None,
+    authentication_data: None,
+    request_problem_information: None,
+    will_delay_interval: None,
+    request_response_information: None,
+    response_information: None,
+    server_reference: None,
+    reason_string: None,
+    receive_maximum: None,
+    topic_alias_maximum: None,
+    topic_alias: None,
+    maximum_qos: None,
+    retain_available: None,
+    user_properties: Vec::new(),
+    maximum_packet_size: None,
+    wildcard_subscription_available: None,
+    subscription_identifier_available: None,
+    shared_subscription_available: None,
+};
+
+impl MessageProps {
+    /// True when no property is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The properties, boxed (empty ones when absent).
+    pub fn into_boxed(self) -> Box<Properties> {
+        self.0.unwrap_or_default()
+    }
+}
+
+impl From<Properties> for MessageProps {
+    /// Boxes `p` unless it is empty.
+    fn from(p: Properties) -> Self {
+        match p == NO_PROPERTIES {
+            true => MessageProps(None),
+            false => MessageProps(Some(Box::new(p))),
+        }
+    }
+}
+
+impl std::ops::Deref for MessageProps {
+    type Target = Properties;
+    fn deref(&self) -> &Properties {
+        self.0.as_deref().unwrap_or(&NO_PROPERTIES)
+    }
+}
+
+impl std::ops::DerefMut for MessageProps {
+    /// Boxes empty properties first: a write makes them present.
+    fn deref_mut(&mut self) -> &mut Properties {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for MessageProps {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for MessageProps {}
+
+impl std::fmt::Debug for MessageProps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
     }
 }
 

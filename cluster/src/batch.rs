@@ -25,7 +25,7 @@ use prost::encoding::{
 use prost::DecodeError;
 use std::sync::Arc;
 use tern_broker::codec::{Properties, QoS};
-use tern_broker::session::Message;
+use tern_broker::session::{Message, MessageProps};
 
 /// A decoded `PublishBatch`.
 #[derive(Clone, Debug, Default)]
@@ -217,34 +217,15 @@ impl<'a> Fields<'a> {
             .ok()
             .and_then(QoS::from_u8)
             .ok_or(Invalid("QoS out of range"))?;
-        let payload_format_indicator = self
-            .payload_format
-            .map(|v| u8::try_from(v).map_err(|_| Invalid("payload format indicator out of range")))
-            .transpose()?;
-        let user_properties = self
-            .user_properties
-            .iter()
-            .map(|&(k, v)| {
-                Ok((
-                    string(k, "user property not UTF-8")?,
-                    string(v, "user property not UTF-8")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, Invalid>>()?;
-        let properties = Properties {
-            payload_format_indicator,
-            message_expiry_interval: self.expiry_interval,
-            content_type: self
-                .content_type
-                .map(|b| string(b, "content type not UTF-8"))
-                .transpose()?,
-            response_topic: self
-                .response_topic
-                .map(|b| string(b, "response topic not UTF-8"))
-                .transpose()?,
-            correlation_data: self.correlation_data.map(|b| frame.slice_ref(b)),
-            user_properties,
-            ..Properties::default()
+        let bare = self.payload_format.is_none()
+            && self.expiry_interval.is_none()
+            && self.content_type.is_none()
+            && self.response_topic.is_none()
+            && self.correlation_data.is_none()
+            && self.user_properties.is_empty();
+        let properties = match bare {
+            true => MessageProps::default(),
+            false => self.properties(frame, string)?.into(),
         };
         Ok(Message {
             topic: names.get(self.topic).ok_or(Invalid("topic not UTF-8"))?,
@@ -262,6 +243,43 @@ impl<'a> Fields<'a> {
                 .origin_node
                 .map(|b| names.get(b).ok_or(Invalid("origin node not UTF-8")))
                 .transpose()?,
+        })
+    }
+
+    /// The 5.0 properties among these fields.
+    fn properties(
+        &self,
+        frame: &Bytes,
+        string: impl Fn(&[u8], &'static str) -> Result<String, Invalid>,
+    ) -> Result<Properties, Invalid> {
+        let payload_format_indicator = self
+            .payload_format
+            .map(|v| u8::try_from(v).map_err(|_| Invalid("payload format indicator out of range")))
+            .transpose()?;
+        let user_properties = self
+            .user_properties
+            .iter()
+            .map(|&(k, v)| {
+                Ok((
+                    string(k, "user property not UTF-8")?,
+                    string(v, "user property not UTF-8")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, Invalid>>()?;
+        Ok(Properties {
+            payload_format_indicator,
+            message_expiry_interval: self.expiry_interval,
+            content_type: self
+                .content_type
+                .map(|b| string(b, "content type not UTF-8"))
+                .transpose()?,
+            response_topic: self
+                .response_topic
+                .map(|b| string(b, "response topic not UTF-8"))
+                .transpose()?,
+            correlation_data: self.correlation_data.map(|b| frame.slice_ref(b)),
+            user_properties,
+            ..Properties::default()
         })
     }
 }

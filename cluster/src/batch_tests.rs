@@ -74,7 +74,7 @@ fn plain(topic: &str, origin: &str) -> Message {
         payload: Bytes::from_static(b"payload"),
         qos: QoS::AtLeastOnce,
         retain: false,
-        properties: Properties::default(),
+        properties: Properties::default().into(),
         expires_at: None,
         origin: Some(Arc::from(origin)),
         timestamp: 42,

@@ -92,7 +92,7 @@ pub fn message_from_pb(m: pb::MqttMessage) -> Result<Message> {
         payload: m.payload,
         qos: qos(m.qos, "message")?,
         retain: m.retain,
-        properties,
+        properties: properties.into(),
         expires_at: m.expires_at,
         origin: m
             .origin_client
@@ -131,7 +131,7 @@ fn will_to_pb(w: &Will, node: &str) -> pb::Will {
         payload: w.payload.clone(),
         qos: w.qos,
         retain: w.retain,
-        properties: (*w.properties).clone(),
+        properties: (*w.properties).clone().into(),
         expires_at: None,
         origin: None,
         timestamp: 0,
@@ -153,7 +153,7 @@ fn will_from_pb(w: pb::Will) -> Result<Will> {
         payload: m.payload,
         qos: m.qos,
         retain: m.retain,
-        properties: Box::new(m.properties),
+        properties: m.properties.into_boxed(),
         delay: w.delay,
     })
 }

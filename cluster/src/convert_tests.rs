@@ -15,7 +15,8 @@ fn full_message() -> Message {
             correlation_data: Some(Bytes::from_static(b"\x00\x01")),
             user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
             ..Properties::default()
-        },
+        }
+        .into(),
         expires_at: Some(1_700_000_030_000),
         origin: Some(Arc::from("publisher")),
         timestamp: 1_700_000_000_000,

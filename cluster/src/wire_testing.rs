@@ -107,7 +107,8 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
                 correlation_data: correlation.map(Bytes::from),
                 user_properties,
                 ..Properties::default()
-            },
+            }
+            .into(),
             expires_at,
             origin,
             timestamp,

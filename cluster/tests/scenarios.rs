@@ -128,6 +128,34 @@ async fn retained_is_visible_on_another_node_right_after_puback() -> Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn back_to_back_retained_writes_converge_on_the_last() -> Result<()> {
+    let mut h = Harness::new();
+    h.run(vec![Step::Add("a"), Step::Add("b")]).await?;
+    h.converged().await?;
+    let mut p = Mqtt::connect(h.node("a").mqtt(), "pub", true).await?;
+    // Many writes within one millisecond: other nodes must keep the last one
+    // as the origin does, not the first of those with the same clock reading.
+    for i in 0..200 {
+        p.publish("r/fast", QoS::AtMostOnce, true, &format!("v{i}"))
+            .await?;
+    }
+    p.publish("r/fast", QoS::AtLeastOnce, true, "last").await?;
+    let value = |n: &str| {
+        h.node(n)
+            .server
+            .broker()
+            .retained_for("r/fast")
+            .first()
+            .map(|(_, m)| m.payload.clone())
+    };
+    assert_eq!(value("a").as_deref(), Some(&b"last"[..]));
+    within("b keeps the last retained write", DEADLINE, || {
+        value("b").as_deref() == Some(&b"last"[..])
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partition_buffers_then_heals() -> Result<()> {
     let mut h = Harness::new();
     h.run(vec![Step::Add("a"), Step::Add("b")]).await?;

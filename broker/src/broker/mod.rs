@@ -208,7 +208,8 @@ thread_local! {
 pub struct Broker {
     config: Arc<Config>,
     metrics: Metrics,
-    sessions: DashMap<ClientId, Arc<SessionCell>>,
+    /// foldhash, randomly seeded per map: looked up on every delivery.
+    sessions: DashMap<ClientId, Arc<SessionCell>, foldhash::fast::RandomState>,
     subs: SubscriptionTable,
     retained: RetainedStore<Arc<Message>>,
     remote: OnceLock<Arc<dyn RemoteRoutes>>,
@@ -262,7 +263,7 @@ impl Broker {
             status_sampler: OnceLock::new(),
             config,
             metrics,
-            sessions: DashMap::new(),
+            sessions: DashMap::with_hasher(Default::default()),
             subs: SubscriptionTable::new(),
             retained: RetainedStore::new(),
             remote: OnceLock::new(),

@@ -34,8 +34,15 @@ impl Broker {
     /// to local subscribers and forwards to remote routes. Returns the
     /// number of local sessions it reached and the remote acknowledgement
     /// to wait on (for QoS 1/2).
-    pub fn publish(&self, msg: Arc<Message>) -> (usize, Option<BoxFuture<'static, ()>>) {
+    pub fn publish(&self, mut msg: Arc<Message>) -> (usize, Option<BoxFuture<'static, ()>>) {
         if msg.retain && self.config.mqtt.retain_available {
+            // Newer than what this node holds: clock readings repeat within
+            // a millisecond, and other nodes keep the greater (timestamp,
+            // node), so equal stamps would leave them on an older write.
+            let held = self.retained.get(&msg.topic).map(|m| m.timestamp);
+            if let Some(held) = held.filter(|&t| t >= msg.timestamp) {
+                Arc::make_mut(&mut msg).timestamp = held.saturating_add(1);
+            }
             self.store_retained(&msg);
         }
         with_matches(|m| {

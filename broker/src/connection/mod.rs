@@ -742,7 +742,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     async fn process_all_input(&mut self) -> Result<(), Close> {
         loop {
             crate::limits::clear_full();
-            let processed = self.process_input();
+            let processed = crate::session::with_batch_clock(|| self.process_input());
             self.collect_full();
             let Some(held) = processed? else {
                 return Ok(());

@@ -54,8 +54,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             return;
         }
         let v5 = self.protocol.is_v5();
-        let mut properties = if v5 {
-            d.msg.properties.clone()
+        let mut properties = if v5 && !d.msg.properties.is_empty() {
+            (*d.msg.properties).clone()
         } else {
             Properties::default()
         };

@@ -144,7 +144,7 @@ fn get_message(b: &mut Bytes) -> Result<Message> {
         payload: get_bytes(b)?,
         qos: get_qos(b)?,
         retain: get_bool(b)?,
-        properties: get_props(b)?,
+        properties: get_props(b)?.into(),
         expires_at: get_opt(b, get_u64)?,
         origin: get_opt(b, |b| get_string(b).map(Into::into))?,
         timestamp: get_u64(b)?,

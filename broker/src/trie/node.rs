@@ -9,8 +9,9 @@ use std::collections::HashMap;
 /// matching does one hash lookup per topic level, not three.
 #[derive(Default)]
 pub(super) struct Node {
-    /// Literal next levels, looked up by `&str` (no allocation when matching).
-    children: HashMap<Box<str>, Node>,
+    /// Literal next levels, looked up by `&str` (no allocation when matching);
+    /// foldhash: one lookup per topic level on every PUBLISH.
+    children: HashMap<Box<str>, Node, foldhash::fast::RandomState>,
     /// The `+` next level.
     plus: Option<Box<Node>>,
     /// Subscriptions to `<this path>/#`; `#` is always last, so a leaf.
