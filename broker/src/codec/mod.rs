@@ -47,7 +47,7 @@ use bytes::BytesMut;
 
 use publish::Ack;
 use read::{parse_varint, Reader};
-use write::{put_header, varint_len, Sizes};
+use write::{put_field, put_header, varint_len, Sizes};
 
 /// Why a byte stream is not a valid MQTT packet. Each maps to the 5.0
 /// reason code the broker sends in DISCONNECT (or CONNACK, for errors in
@@ -293,6 +293,68 @@ fn put_body(
 
 fn total_len(remaining: usize) -> usize {
     remaining.saturating_add(1 + varint_len(remaining))
+}
+
+/// A PUBLISH without properties, from borrowed parts: what most deliveries
+/// are (any 3.x one, a 5.0 one whose message has no properties, no expiry,
+/// no subscription identifier and no topic alias). Encodes to the same
+/// bytes as the [`Publish`] with empty properties, without building one
+/// (a topic copy and a `Properties` per delivery).
+#[derive(Debug, Clone, Copy)]
+pub struct BarePublish<'a> {
+    /// DUP flag.
+    pub dup: bool,
+    /// QoS.
+    pub qos: QoS,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Topic name.
+    pub topic: &'a str,
+    /// Packet identifier; 0 for QoS 0 (and then not on the wire).
+    pub pkid: u16,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+impl BarePublish<'_> {
+    fn remaining(&self, protocol: Protocol) -> usize {
+        2 + self.topic.len()
+            + if self.qos == QoS::AtMostOnce { 0 } else { 2 }
+            + usize::from(protocol.is_v5())
+            + self.payload.len()
+    }
+
+    /// The size [`BarePublish::encode`] writes.
+    pub fn encoded_len(&self, protocol: Protocol) -> usize {
+        total_len(self.remaining(protocol))
+    }
+
+    /// Appends the packet to `out` (nothing on error).
+    pub fn encode(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+        use bytes::BufMut;
+        let remaining = self.remaining(protocol);
+        if remaining > read::VARINT_MAX as usize {
+            return Err(EncodeError::PacketTooLarge);
+        }
+        let start = out.len();
+        out.reserve(total_len(remaining));
+        let byte1 = 0x30 | u8::from(self.dup) << 3 | (self.qos as u8) << 1 | u8::from(self.retain);
+        let result = put_header(out, byte1, remaining).and_then(|()| {
+            put_field(out, self.topic.as_bytes(), "topic")?;
+            if self.qos != QoS::AtMostOnce {
+                out.put_u16(self.pkid);
+            }
+            if protocol.is_v5() {
+                out.put_u8(0);
+            }
+            out.put_slice(self.payload);
+            Ok(())
+        });
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
 }
 
 /// The size `encode` would write, so that a packet over the peer's

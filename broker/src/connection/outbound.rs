@@ -54,15 +54,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             return;
         }
         let v5 = self.protocol.is_v5();
-        let mut properties = if v5 && !d.msg.properties.is_empty() {
+        let bare = !v5
+            || (d.msg.properties.is_empty()
+                && d.msg.expires_at.is_none()
+                && d.sub_ids.is_empty()
+                && self.out_alias_max == 0);
+        if bare {
+            let p = codec::BarePublish {
+                dup,
+                qos: d.qos,
+                retain: d.retain,
+                topic: &d.msg.topic,
+                pkid,
+                payload: &d.msg.payload,
+            };
+            if p.encoded_len(self.protocol) > self.max_out_packet as usize {
+                self.too_large(d, pkid);
+            } else if let Err(e) = p.encode(self.protocol, &mut self.wbuf) {
+                tracing::warn!(error = %e, "cannot encode an outgoing packet");
+            } else {
+                self.broker.metrics().messages_out.inc();
+            }
+            return;
+        }
+        let mut properties = if !d.msg.properties.is_empty() {
             (*d.msg.properties).clone()
         } else {
             Properties::default()
         };
-        if v5 {
-            properties.message_expiry_interval = d.msg.remaining_secs(now);
-            properties.subscription_identifiers.clone_from(&d.sub_ids);
-        }
+        properties.message_expiry_interval = d.msg.remaining_secs(now);
+        properties.subscription_identifiers.clone_from(&d.sub_ids);
         let mut p = Publish {
             dup,
             qos: d.qos,
@@ -81,14 +102,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     aliases.outbound.retain(|_, v| *v != a);
                 }
             }
-            tracing::debug!(topic = %d.msg.topic, "message larger than the client's maximum packet size, dropped");
-            if pkid != 0 {
-                self.cell.state.lock().abandon(pkid);
-            }
+            self.too_large(d, pkid);
             return;
         }
         if self.send(&packet).is_ok() {
             self.broker.metrics().messages_out.inc();
+        }
+    }
+
+    /// Drops a delivery over the client's maximum packet size as if delivered.
+    fn too_large(&mut self, d: &Delivery, pkid: u16) {
+        tracing::debug!(topic = %d.msg.topic, "message larger than the client's maximum packet size, dropped");
+        if pkid != 0 {
+            self.cell.state.lock().abandon(pkid);
         }
     }
 

@@ -184,3 +184,54 @@ fn large_remaining_lengths() {
         assert_eq!(dec(&bytes, Some(Protocol::V311)), Ok(p));
     }
 }
+
+#[test]
+fn bare_publish_encodes_as_publish_with_no_properties() {
+    let payloads: [&[u8]; 3] = [b"", b"x", &[7u8; 300]];
+    let topics = ["a".to_string(), "t/é/+x".to_string(), "t".repeat(200)];
+    for v in [Protocol::V31, Protocol::V311, Protocol::V5] {
+        for (qos, pkid) in [
+            (QoS::AtMostOnce, 0),
+            (QoS::AtLeastOnce, 1),
+            (QoS::ExactlyOnce, 0xFFFF),
+        ] {
+            for (dup, retain) in [(false, false), (true, true), (false, true)] {
+                for topic in &topics {
+                    for payload in payloads {
+                        let dup = dup && qos != QoS::AtMostOnce;
+                        let mut p = publish(topic, qos, pkid, Bytes::copy_from_slice(payload));
+                        p.dup = dup;
+                        p.retain = retain;
+                        let want = enc(&Packet::Publish(p), v);
+                        let bare = BarePublish {
+                            dup,
+                            qos,
+                            retain,
+                            topic,
+                            pkid,
+                            payload,
+                        };
+                        let mut out = BytesMut::from(&b"kept"[..]);
+                        bare.encode(v, &mut out).expect("encodable");
+                        assert_eq!(&out[..4], b"kept", "appends");
+                        assert_eq!(&out[4..], &want[..], "{bare:?} for {v:?}");
+                        assert_eq!(bare.encoded_len(v), want.len());
+                    }
+                }
+            }
+        }
+    }
+    // A topic too long for its length prefix writes nothing.
+    let long = "t".repeat(70_000);
+    let bare = BarePublish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: &long,
+        pkid: 0,
+        payload: b"p",
+    };
+    let mut out = BytesMut::from(&b"kept"[..]);
+    assert!(bare.encode(Protocol::V5, &mut out).is_err());
+    assert_eq!(&out[..], b"kept");
+}
