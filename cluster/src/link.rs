@@ -273,7 +273,14 @@ async fn serve(
                 tx.send(frame(Kind::Heartbeat(pb::Heartbeat { sent_us }))).await.is_ok()
             }
             r = routes.changed() => r.is_ok() && send_routes(inner, tx, &mut known).await.is_ok(),
-            _ = peer.notify.notified() => drain(peer, tx).await,
+            _ = peer.notify.notified() => {
+                // One turn of the scheduler first: publishers that are
+                // ready run and add to the outbox, so a busy link sends
+                // fewer, fuller batches (each costs a hand-off to the
+                // HTTP/2 task, a write and a wake-up on the peer).
+                tokio::task::yield_now().await;
+                drain(peer, tx).await
+            }
             f = inbound.message() => match f {
                 Ok(Some(f)) => {
                     last_rx = Instant::now();
