@@ -143,8 +143,8 @@ async fn channel(inner: &Inner, addr: &str) -> Result<Channels, tonic::transport
     let secret = MetadataValue::from_bytes(inner.cfg.secret.as_bytes());
     let secret = AddSecret(secret);
     let client = MeshClient::with_interceptor(channel.clone(), secret.clone())
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+        .max_decoding_message_size(crate::wire::MAX_FRAME)
+        .max_encoding_message_size(crate::wire::MAX_FRAME);
     Ok((client, InterceptedService::new(channel, secret)))
 }
 
@@ -323,11 +323,20 @@ async fn drain(peer: &Peer, tx: &mpsc::Sender<Encoded>) -> bool {
     loop {
         let (f, more) = {
             let mut o = peer.outbox.lock();
-            let n = o.unsent(BATCH).count();
+            // Up to BATCH envelopes and about BATCH_BYTES, at least one.
+            let mut bytes = 0;
+            let n = o
+                .unsent(BATCH)
+                .take_while(|e| {
+                    let first = bytes == 0;
+                    bytes += e.len();
+                    first || bytes <= crate::wire::BATCH_BYTES
+                })
+                .count();
             if n == 0 {
                 return true;
             }
-            let f = Encoded::batch(o.unsent(BATCH));
+            let f = Encoded::batch(o.unsent(n));
             o.mark_sent(n);
             (f, o.has_unsent())
         };
@@ -382,7 +391,21 @@ async fn initial(inner: &Inner, tx: &mpsc::Sender<Encoded>) -> Result<(), ()> {
         return Ok(());
     };
     let retained = broker.retained_snapshot();
-    for chunk in retained.chunks(RETAINED_CHUNK) {
+    let mut rest = &retained[..];
+    while !rest.is_empty() {
+        // Up to RETAINED_CHUNK messages and about BATCH_BYTES, at least one.
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take(RETAINED_CHUNK)
+            .take_while(|m| {
+                let first = bytes == 0;
+                bytes += m.payload.len() + m.topic.len();
+                first || bytes <= crate::wire::BATCH_BYTES
+            })
+            .count();
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
         let messages = chunk
             .iter()
             .map(|m| message_to_pb(m, &inner.node))

@@ -47,10 +47,12 @@ pub(crate) fn spawn(inner: Arc<Inner>, incoming: Incoming) {
             }
         }
     };
-    let svc = MeshServer::with_interceptor(
-        MeshService {
+    let svc = tonic::service::interceptor::InterceptedService::new(
+        MeshServer::new(MeshService {
             inner: inner.clone(),
-        },
+        })
+        .max_decoding_message_size(crate::wire::MAX_FRAME)
+        .max_encoding_message_size(crate::wire::MAX_FRAME),
         check,
     );
     let (health_reporter, health) = tonic_health::server::health_reporter();

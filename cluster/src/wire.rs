@@ -20,6 +20,17 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
+/// Bytes of envelopes the link puts in one `PublishBatch` (one envelope
+/// more may cross it: a batch holds at least one).
+pub(crate) const BATCH_BYTES: usize = 1 << 20;
+
+/// The largest mesh frame either side encodes or accepts: a batch of
+/// [`BATCH_BYTES`] plus one envelope carrying the largest MQTT packet a
+/// node may be configured for (256 MiB), with room for its other fields.
+/// tonic's default (4 MiB) refused a batch of five 1 MiB messages, and the
+/// link then failed on the same batch after every reconnect.
+pub(crate) const MAX_FRAME: usize = 300 << 20;
+
 /// Field numbers, as in `mesh.proto` (shared with the decoder, `batch.rs`).
 pub(crate) mod field {
     pub(crate) const FRAME_PUBLISH_BATCH: u32 = 7;
@@ -340,8 +351,8 @@ pub(crate) async fn link(
     frames: tokio_stream::wrappers::ReceiverStream<Encoded>,
 ) -> Result<Response<Streaming<pb::Frame>>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+        .max_decoding_message_size(MAX_FRAME)
+        .max_encoding_message_size(MAX_FRAME);
     grpc.ready()
         .await
         .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;

@@ -226,6 +226,8 @@ impl Mqtt {
         let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
         opts.set_clean_session(clean);
         opts.set_keep_alive(Duration::from_secs(30));
+        // Up to the broker's default maximum packet (1 MiB) both ways.
+        opts.set_max_packet_size(2 << 20, 2 << 20);
         let (client, eventloop) = AsyncClient::new(opts, 100);
         let (tx, mut events) = mpsc::unbounded_channel();
         tokio::spawn(pump(eventloop, tx));
