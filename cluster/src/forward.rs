@@ -3,7 +3,7 @@
 //! retained replication, route refcounts, claims and netsplit knobs.
 
 use crate::convert::session_from_pb;
-use crate::node::Cluster;
+use crate::node::{Cluster, Inner, Peer};
 use crate::pb;
 use crate::shared::{pick, Pick};
 use crate::wire::{envelope, EnvelopeMeta};
@@ -34,12 +34,42 @@ struct Target {
     retained: bool,
 }
 
+/// The peers a topic's ordinary routes lead to, as of one generation of
+/// the remote table. Publishers mostly repeat their topic, message after
+/// message: the last result is kept per thread and reused while the
+/// table's generation has not moved, which saves the match and the peer
+/// lookups. Not kept for a topic that matches shared groups (each message
+/// picks its member anew).
+struct Memo {
+    generation: u64,
+    topic: Arc<str>,
+    peers: Vec<Arc<Peer>>,
+}
+
 thread_local! {
     /// The remote table's matches, reused: forwarding a message allocates
     /// no match list.
     static MATCHES: RefCell<Matches> = RefCell::new(Matches::default());
     /// The target list, reused the same way.
-    static TARGETS: RefCell<Vec<(Arc<str>, Target)>> = const { RefCell::new(Vec::new()) };
+    static TARGETS: RefCell<Vec<(Arc<Peer>, Target)>> = const { RefCell::new(Vec::new()) };
+    /// The last topic's ordinary routes.
+    static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
+}
+
+/// `node`'s target in `targets`, added if absent.
+fn entry<'a>(
+    targets: &'a mut Vec<(Arc<Peer>, Target)>,
+    inner: &Inner,
+    node: &Arc<str>,
+) -> &'a mut Target {
+    let i = match targets.iter().position(|(p, _)| p.name == *node) {
+        Some(i) => i,
+        None => {
+            targets.push((inner.peer(node), Target::default()));
+            targets.len() - 1
+        }
+    };
+    &mut targets[i].1
 }
 
 impl Cluster {
@@ -50,26 +80,65 @@ impl Cluster {
         msg: &Message,
         local_shared: &[SharedMatch],
         deliver_locally: &mut [bool],
-        targets: &mut Vec<(Arc<str>, Target)>,
+        targets: &mut Vec<(Arc<Peer>, Target)>,
     ) {
         let inner = &self.inner;
-        fn entry<'a>(targets: &'a mut Vec<(Arc<str>, Target)>, node: &Arc<str>) -> &'a mut Target {
-            let i = match targets.iter().position(|(n, _)| n == node) {
-                Some(i) => i,
-                None => {
-                    targets.push((node.clone(), Target::default()));
-                    targets.len() - 1
+        // Read before matching: a change during the match moves it, and
+        // the result is then not reused.
+        let generation = inner.remote.generation();
+        let reused = MEMO.with(|memo| match &*memo.borrow() {
+            Some(m) if m.generation == generation && m.topic == msg.topic => {
+                for p in &m.peers {
+                    let t = Target {
+                        direct: true,
+                        ..Target::default()
+                    };
+                    targets.push((p.clone(), t));
                 }
-            };
-            &mut targets[i].1
+                true
+            }
+            _ => false,
+        });
+        if !reused {
+            let shared = self.match_remote(msg, local_shared, deliver_locally, targets);
+            let memo = (!shared).then(|| {
+                // Without shared groups, `targets` holds direct ones only.
+                let peers = targets.iter().map(|(p, _)| p.clone()).collect();
+                Memo {
+                    generation,
+                    topic: msg.topic.clone(),
+                    peers,
+                }
+            });
+            MEMO.with(|m| *m.borrow_mut() = memo);
         }
+        if msg.retain && inner.retain_available {
+            for p in inner.all_peers() {
+                if p.state.lock().up {
+                    entry(targets, inner, &p.name).retained = true;
+                }
+            }
+        }
+    }
+
+    /// The remote table's routes for `msg`: ordinary ones, and a pick per
+    /// shared group (here or on another node). Whether shared groups
+    /// matched.
+    fn match_remote(
+        &self,
+        msg: &Message,
+        local_shared: &[SharedMatch],
+        deliver_locally: &mut [bool],
+        targets: &mut Vec<(Arc<Peer>, Target)>,
+    ) -> bool {
+        let inner = &self.inner;
         MATCHES.with(|m| {
             let mut m = m.borrow_mut();
             m.clear();
             inner.remote.matches(&msg.topic, &mut m);
             for (node, _) in &m.direct {
                 if *node != inner.node {
-                    entry(targets, node).direct = true;
+                    entry(targets, inner, node).direct = true;
                 }
             }
             for sm in &m.shared {
@@ -95,19 +164,13 @@ impl Cluster {
                     if let Some(flag) = local.and_then(|i| deliver_locally.get_mut(i)) {
                         *flag = false;
                     }
-                    entry(targets, &node)
+                    entry(targets, inner, &node)
                         .groups
                         .push((sm.group.clone(), sm.filter.clone()));
                 }
             }
-        });
-        if msg.retain && inner.retain_available {
-            for p in inner.all_peers() {
-                if p.state.lock().up {
-                    entry(targets, &p.name).retained = true;
-                }
-            }
-        }
+            !m.shared.is_empty()
+        })
     }
 
     /// Pushes `msg` into each target's outbox (emptying `targets`); the
@@ -115,14 +178,13 @@ impl Cluster {
     fn push(
         &self,
         msg: &Message,
-        targets: &mut Vec<(Arc<str>, Target)>,
+        targets: &mut Vec<(Arc<Peer>, Target)>,
     ) -> Vec<oneshot::Receiver<()>> {
         let inner = &self.inner;
         let wait = msg.qos != QoS::AtMostOnce;
         let metrics = inner.metrics.get();
         let mut acks = Vec::new();
-        for (node, t) in targets.drain(..) {
-            let peer = inner.peer(&node);
+        for (peer, t) in targets.drain(..) {
             let (tx, rx) = match wait && peer.state.lock().up {
                 true => {
                     let (tx, rx) = oneshot::channel();
@@ -134,14 +196,14 @@ impl Cluster {
             // `pb::MqttMessage`); the origin node is left out for a local
             // publish: the receiver takes the link's peer.
             let pushed = peer.outbox.lock().push(
-                |seq| {
+                |seq, arena| {
                     let meta = EnvelopeMeta {
                         seq,
                         direct: t.direct,
                         groups: &t.groups,
                         retained: t.retained,
                     };
-                    envelope(&meta, msg)
+                    envelope(&meta, msg, arena)
                 },
                 tx,
             );
@@ -158,7 +220,7 @@ impl Cluster {
                     if let Some(m) = metrics {
                         m.dropped_messages.inc();
                     }
-                    debug!(peer = %node, "cluster buffer full: message dropped");
+                    debug!(peer = %peer.name, "cluster buffer full: message dropped");
                 }
             }
         }

@@ -320,8 +320,9 @@ fn on_reply(inner: &Inner, peer: &Peer, f: pb::Frame, known: &mut Option<u64>) {
 }
 
 async fn drain(peer: &Peer, tx: &mpsc::Sender<Encoded>) -> bool {
+    let mut batch = Vec::new();
     loop {
-        let (f, more) = {
+        let more = {
             let mut o = peer.outbox.lock();
             // Up to BATCH envelopes and about BATCH_BYTES, at least one.
             let mut bytes = 0;
@@ -336,10 +337,14 @@ async fn drain(peer: &Peer, tx: &mpsc::Sender<Encoded>) -> bool {
             if n == 0 {
                 return true;
             }
-            let f = Encoded::batch(o.unsent(n));
+            // Taken by reference count: the frame is built outside the
+            // lock, which publishers wait on.
+            batch.extend(o.unsent(n).cloned());
             o.mark_sent(n);
-            (f, o.has_unsent())
+            o.has_unsent()
         };
+        let f = Encoded::batch(batch.iter());
+        batch.clear();
         if tx.send(f).await.is_err() {
             return false;
         }

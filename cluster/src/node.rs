@@ -224,10 +224,19 @@ impl Inner {
             warn!(peer = %name, routes, dropped, "peer unreachable past its grace: routes dropped");
         }
         // A peer that left is forgotten once its link is gone.
-        self.peers.lock().retain(|_, p| {
-            let st = p.state.lock();
-            !st.left || st.up
-        });
+        let forgotten = {
+            let mut peers = self.peers.lock();
+            let before = peers.len();
+            peers.retain(|_, p| {
+                let st = p.state.lock();
+                !st.left || st.up
+            });
+            peers.len() < before
+        };
+        if forgotten {
+            // Cached routes may hold the forgotten peer.
+            self.remote.invalidate();
+        }
         self.refresh_gauges();
     }
 }

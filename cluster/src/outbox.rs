@@ -4,6 +4,7 @@
 //! reconnect. The buffer is bounded: overflow is dropped and counted, and
 //! the dropped message's waiter is released at once.
 
+use bytes::BytesMut;
 use std::collections::VecDeque;
 use tokio::sync::oneshot;
 
@@ -21,6 +22,9 @@ pub struct Outbox<T> {
     sent: usize,
     max: usize,
     dropped: u64,
+    /// Where the items are encoded (see [`crate::wire::envelope`]): one
+    /// peer's, so that its chunks are freed in order as acks come.
+    arena: BytesMut,
 }
 
 /// The buffer was full; the item was dropped (and counted).
@@ -36,14 +40,15 @@ impl<T: Clone> Outbox<T> {
             sent: 0,
             max: max.max(1),
             dropped: 0,
+            arena: BytesMut::new(),
         }
     }
 
-    /// Appends `item` (built from its sequence number); `waiter` fires
-    /// when the peer acknowledges it.
+    /// Appends `item` (built from its sequence number, in the outbox's
+    /// arena); `waiter` fires when the peer acknowledges it.
     pub fn push(
         &mut self,
-        item: impl FnOnce(u64) -> T,
+        item: impl FnOnce(u64, &mut BytesMut) -> T,
         waiter: Option<oneshot::Sender<()>>,
     ) -> Result<u64, Overflow> {
         if self.pending.len() >= self.max {
@@ -55,7 +60,7 @@ impl<T: Clone> Outbox<T> {
         self.next_seq += 1;
         self.pending.push_back(Pending {
             seq,
-            item: item(seq),
+            item: item(seq, &mut self.arena),
             waiter,
         });
         Ok(seq)
@@ -119,6 +124,7 @@ impl<T: Clone> Outbox<T> {
         self.dropped += n as u64;
         self.pending.clear();
         self.sent = 0;
+        self.arena = BytesMut::new();
         n
     }
 
@@ -145,10 +151,10 @@ mod tests {
     #[test]
     fn bounded_and_counted() {
         let mut o = Outbox::new(2);
-        assert_eq!(o.push(|s| s, None), Ok(1));
-        assert_eq!(o.push(|s| s, None), Ok(2));
+        assert_eq!(o.push(|s, _| s, None), Ok(1));
+        assert_eq!(o.push(|s, _| s, None), Ok(2));
         let (tx, mut rx) = oneshot::channel();
-        assert_eq!(o.push(|s| s, Some(tx)), Err(Overflow));
+        assert_eq!(o.push(|s, _| s, Some(tx)), Err(Overflow));
         assert!(
             rx.try_recv().is_err(),
             "waiter released (closed), not acked"
@@ -157,7 +163,7 @@ mod tests {
         assert_eq!(o.len(), 2);
         o.ack(1);
         assert_eq!(
-            o.push(|s| s, None),
+            o.push(|s, _| s, None),
             Ok(3),
             "room again; sequences stay contiguous"
         );
@@ -169,11 +175,11 @@ mod tests {
     fn resend_after_rewind_keeps_order_and_sequence() {
         let mut o = Outbox::new(10);
         let (tx, mut rx) = oneshot::channel();
-        o.push(|s| s * 10, Some(tx)).expect("room");
-        o.push(|s| s * 10, None).expect("room");
+        o.push(|s, _| s * 10, Some(tx)).expect("room");
+        o.push(|s, _| s * 10, None).expect("room");
         assert_eq!(o.next_batch(10), vec![10, 20]);
         assert!(o.next_batch(10).is_empty());
-        o.push(|s| s * 10, None).expect("room");
+        o.push(|s, _| s * 10, None).expect("room");
         o.rewind();
         assert_eq!(o.next_batch(2), vec![10, 20]);
         assert_eq!(o.ack(1), 1);
@@ -187,7 +193,7 @@ mod tests {
     fn unsent_by_reference() {
         let mut o = Outbox::new(10);
         for _ in 0..3 {
-            o.push(|s| s, None).expect("room");
+            o.push(|s, _| s, None).expect("room");
         }
         assert_eq!(o.unsent(2).copied().collect::<Vec<_>>(), vec![1, 2]);
         o.mark_sent(2);

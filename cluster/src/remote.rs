@@ -6,6 +6,7 @@
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tern_broker::codec::{QoS, SubOptions};
 use tern_broker::topic;
@@ -31,6 +32,17 @@ struct Owner {
 pub struct RemoteTable {
     table: SubscriptionTable,
     owners: Mutex<HashMap<Arc<str>, Owner>>,
+    /// Changes with every change of the routes (see
+    /// [`RemoteTable::generation`]).
+    generation: AtomicU64,
+}
+
+/// Source of generations: unique across tables, so that a generation
+/// names one state of one table (several nodes may share a process).
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Default for RemoteTable {
@@ -55,18 +67,35 @@ impl RemoteTable {
         RemoteTable {
             table: SubscriptionTable::new(),
             owners: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(next_generation()),
         }
+    }
+
+    /// A value that changes whenever the routes change, and that no other
+    /// table takes: a match result computed after reading generation `g`
+    /// holds as long as the generation is still `g` (the forwarding path
+    /// keeps the last one per thread).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Moves the generation on: after every change of the table, and when
+    /// something a cached match result refers to (a peer) is gone.
+    pub fn invalidate(&self) {
+        self.generation.store(next_generation(), Ordering::Release);
     }
 
     fn add(&self, owner: &mut Owner, node: &Arc<str>, filter: &str) {
         if topic::valid_topic_filter(filter) && owner.filters.insert(filter.to_string()) {
             self.table.subscribe(filter, node, entry());
+            self.invalidate();
         }
     }
 
     fn remove(&self, owner: &mut Owner, node: &Arc<str>, filter: &str) {
         if owner.filters.remove(filter) {
             self.table.unsubscribe(filter, node);
+            self.invalidate();
         }
     }
 
@@ -74,6 +103,7 @@ impl RemoteTable {
         for f in owner.filters.drain() {
             self.table.unsubscribe(&f, node);
         }
+        self.invalidate();
     }
 
     /// Applies one delta of `node`. A delta from another incarnation than
@@ -229,6 +259,34 @@ mod tests {
         );
         assert_eq!(t.apply_delta(&a, 1, 2, "x/+", false), Applied::Ok);
         assert!(nodes_for(&t, "x/1").is_empty());
+    }
+
+    #[test]
+    fn every_change_moves_the_generation_and_tables_never_share_one() {
+        let t = RemoteTable::new();
+        let other = RemoteTable::new();
+        let a: Arc<str> = Arc::from("a");
+        let mut seen = vec![t.generation(), other.generation()];
+        let mut changed = |t: &RemoteTable, what: &str| {
+            let g = t.generation();
+            assert!(!seen.contains(&g), "{what}: generation {g} seen before");
+            seen.push(g);
+        };
+        t.apply_snapshot(&a, 1, 0, &["x/+".into()]);
+        changed(&t, "snapshot");
+        t.apply_delta(&a, 1, 1, "y", true);
+        changed(&t, "delta added");
+        let g = t.generation();
+        t.apply_delta(&a, 1, 1, "y", true);
+        assert_eq!(t.generation(), g, "a duplicate changes nothing");
+        t.apply_delta(&a, 1, 2, "y", false);
+        changed(&t, "delta removed");
+        t.add_provisional(&a, &["z".into()]);
+        changed(&t, "provisional");
+        t.drop_node("a");
+        changed(&t, "dropped");
+        other.invalidate();
+        changed(&other, "invalidated");
     }
 
     #[test]

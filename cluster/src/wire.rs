@@ -10,7 +10,7 @@
 
 use crate::link::AddSecret;
 use crate::pb;
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message as _;
 use std::sync::Arc;
@@ -335,13 +335,35 @@ pub(crate) fn encode_envelope(
     put_uint(ENV_RETAINED, u64::from(meta.retained), buf);
 }
 
+/// Bytes of one envelope arena chunk (see [`envelope`]).
+pub(crate) const ARENA_CHUNK: usize = 64 << 10;
+
 /// The envelope of one forwarded message, encoded straight from the
-/// broker's [`Message`] into one buffer of its exact size.
-pub(crate) fn envelope(meta: &EnvelopeMeta<'_>, msg: &Message) -> Bytes {
+/// broker's [`Message`].
+///
+/// It is carved from `arena`, a chunk of [`ARENA_CHUNK`] bytes (the
+/// peer's: see [`Outbox`](crate::outbox::Outbox)): forwarding allocates
+/// once per chunk, not once per message, and the envelope's clones and
+/// drops are reference counts on the chunk. A chunk lives until the last
+/// envelope cut from it is acknowledged; as the chunk holds one peer's
+/// envelopes, acknowledged in order, what stays allocated is about what
+/// the peer has not acknowledged, plus a chunk.
+pub(crate) fn envelope(meta: &EnvelopeMeta<'_>, msg: &Message, arena: &mut BytesMut) -> Bytes {
     let message_len = message_len(msg);
-    let mut buf = Vec::with_capacity(envelope_len(meta, Some(message_len)));
-    encode_envelope(meta, Some((msg, message_len)), &mut buf);
-    buf.into()
+    let len = envelope_len(meta, Some(message_len));
+    if len > ARENA_CHUNK / 4 {
+        // A large message gets a buffer of its own rather than most of a
+        // chunk.
+        let mut buf = Vec::with_capacity(len);
+        encode_envelope(meta, Some((msg, message_len)), &mut buf);
+        return buf.into();
+    }
+    if arena.capacity() < len {
+        // The old chunk stays alive with the envelopes cut from it.
+        *arena = BytesMut::with_capacity(ARENA_CHUNK);
+    }
+    encode_envelope(meta, Some((msg, message_len)), arena);
+    arena.split().freeze()
 }
 
 /// Opens the `Link` stream with the dialer's frames already encoded (the
@@ -378,7 +400,7 @@ mod tests {
             retained in any::<bool>(),
         ) {
             let meta = EnvelopeMeta { seq, direct, groups: &groups, retained };
-            let ours = envelope(&meta, &msg);
+            let ours = envelope(&meta, &msg, &mut BytesMut::new());
             let prost = pb_envelope(seq, &msg, direct, &groups, retained).encode_to_vec();
             prop_assert_eq!(&ours[..], &prost[..]);
             prop_assert_eq!(ours.len(), envelope_len(&meta, Some(message_len(&msg))));
@@ -398,7 +420,7 @@ mod tests {
                         groups: g,
                         retained: m.retain,
                     };
-                    envelope(&meta, m)
+                    envelope(&meta, m, &mut BytesMut::new())
                 })
                 .collect();
             let frame = Encoded::batch(encoded.iter());

@@ -48,6 +48,64 @@ async fn routes_converge_and_every_qos_is_forwarded() -> Result<()> {
     Ok(())
 }
 
+/// The publishers' node keeps a topic's last routes per thread while its
+/// remote table is unchanged: a route added or removed between two
+/// messages on one topic must change where the next goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarding_follows_route_changes_between_messages_on_one_topic() -> Result<()> {
+    let mut h = Harness::new();
+    h.run(vec![Step::Add("a"), Step::Add("b"), Step::Add("c")])
+        .await?;
+    h.converged().await?;
+    let mut sb = Mqtt::connect(h.node("b").mqtt(), "sub-b", true).await?;
+    sb.subscribe("r/1", QoS::AtLeastOnce).await?;
+    h.routes("a", "b", &["r/1"]).await?;
+    let mut pa = Mqtt::connect(h.node("a").mqtt(), "pub-a", true).await?;
+    let forwarded = || {
+        h.node("a")
+            .server
+            .metrics()
+            .cluster
+            .forwarded_messages
+            .get()
+    };
+    // Bursts: the publisher's connection moves between worker threads, so
+    // several threads hold the topic's routes by the time they change.
+    const BURST: usize = 20;
+    let burst = |tag: &'static str| (0..BURST).map(move |i| format!("{tag}{i:02}"));
+    for p in burst("m") {
+        pa.publish("r/1", QoS::AtLeastOnce, false, &p).await?;
+    }
+    for p in burst("m") {
+        assert_eq!(sb.message().await?.payload, p.as_bytes());
+    }
+    let mut sc = Mqtt::connect(h.node("c").mqtt(), "sub-c", true).await?;
+    sc.subscribe("r/+", QoS::AtLeastOnce).await?;
+    h.routes("a", "c", &["r/+"]).await?;
+    for p in burst("n") {
+        pa.publish("r/1", QoS::AtLeastOnce, false, &p).await?;
+    }
+    for p in burst("n") {
+        assert_eq!(sb.message().await?.payload, p.as_bytes(), "b still");
+        assert_eq!(sc.message().await?.payload, p.as_bytes(), "c, added");
+    }
+    sb.client.unsubscribe("r/1").await?;
+    h.routes("a", "b", &[]).await?;
+    let before = forwarded();
+    for p in burst("o") {
+        pa.publish("r/1", QoS::AtLeastOnce, false, &p).await?;
+    }
+    for p in burst("o") {
+        assert_eq!(sc.message().await?.payload, p.as_bytes());
+    }
+    assert_eq!(
+        forwarded() - before,
+        BURST as u64,
+        "one copy each, to c only: b's route is gone"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn takeover_moves_the_session_with_its_queue() -> Result<()> {
     let mut h = Harness::new();
