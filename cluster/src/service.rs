@@ -62,7 +62,9 @@ pub(crate) fn spawn(inner: Arc<Inner>, incoming: Incoming) {
         health_reporter
             .set_serving::<MeshServer<MeshService>>()
             .await;
-        let mut builder = Server::builder();
+        // Frames up to one batch: the dialer sends a PublishBatch as one
+        // DATA frame, one write, instead of 16 KiB pieces.
+        let mut builder = Server::builder().max_frame_size(Some(crate::wire::BATCH_BYTES as u32));
         if let Some(tls) = tls {
             builder = match builder.tls_config(tls.server) {
                 Ok(b) => b,

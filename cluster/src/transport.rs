@@ -57,6 +57,19 @@ impl AsyncWrite for Io {
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
+    // Forwarded: without them HTTP/2 sees a stream that cannot write
+    // vectors, and writes each DATA frame in two calls (its head with the
+    // first KiB copied, then the rest).
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -156,5 +169,28 @@ impl MeshTls {
                 .client_ca_root(ca.clone()),
             client: ClientTlsConfig::new().identity(identity).ca_certificate(ca),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// HTTP/2 writes a frame's head and its payload with one call only
+    /// through a stream that says it can write vectors.
+    #[tokio::test]
+    async fn io_passes_vectored_writes_through() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut io = TcpTransport.connect(&addr.to_string()).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        assert!(io.is_write_vectored());
+        let bufs = [io::IoSlice::new(b"head"), io::IoSlice::new(b"+payload")];
+        let n = io.write_vectored(&bufs).await.unwrap();
+        assert_eq!(n, 12, "both slices in one call");
+        let mut got = [0u8; 12];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"head+payload");
     }
 }
