@@ -320,9 +320,8 @@ fn on_reply(inner: &Inner, peer: &Peer, f: pb::Frame, known: &mut Option<u64>) {
 }
 
 async fn drain(peer: &Peer, tx: &mpsc::Sender<Encoded>) -> bool {
-    let mut batch = Vec::new();
     loop {
-        let more = {
+        let (batch, more) = {
             let mut o = peer.outbox.lock();
             // Up to BATCH envelopes and about BATCH_BYTES, at least one.
             let mut bytes = 0;
@@ -337,14 +336,13 @@ async fn drain(peer: &Peer, tx: &mpsc::Sender<Encoded>) -> bool {
             if n == 0 {
                 return true;
             }
-            // Taken by reference count: the frame is built outside the
+            // Taken by reference count: the frame is encoded outside the
             // lock, which publishers wait on.
-            batch.extend(o.unsent(n).cloned());
+            let batch: Vec<_> = o.unsent(n).cloned().collect();
             o.mark_sent(n);
-            o.has_unsent()
+            (batch, o.has_unsent())
         };
-        let f = Encoded::batch(batch.iter());
-        batch.clear();
+        let f = Encoded::batch(batch);
         if tx.send(f).await.is_err() {
             return false;
         }

@@ -2,7 +2,8 @@
 //! message is encoded once, when it is forwarded, straight from the
 //! broker's [`Message`] into its envelope (no `pb::MqttMessage` on the
 //! way); the envelope is what the retry buffer keeps, and a `PublishBatch`
-//! frame is those envelopes copied one after the other. The bytes are
+//! frame is those envelopes, which tonic's encoder copies one after the
+//! other into its buffer. The bytes are
 //! exactly what prost writes for the equivalent [`pb::Frame`] (a `repeated
 //! Envelope` field is a sequence of length-delimited records; unit tests
 //! compare): nothing on the wire changes (no protocol version bump). The
@@ -66,44 +67,63 @@ pub(crate) mod field {
 
 use field::*;
 
-/// An encoded `pb::Frame`, sent as is.
-#[derive(Clone, Default, PartialEq)]
-pub(crate) struct Encoded(Bytes);
+/// An encoded `pb::Frame`, sent as is: whole, or a `PublishBatch` kept as
+/// its envelopes, which tonic's encoder copies one after the other into
+/// its buffer (no frame-sized copy of the batch on the way).
+#[derive(Clone, PartialEq)]
+pub(crate) enum Encoded {
+    Frame(Bytes),
+    Batch {
+        /// Length of the `envelopes` field's records, all together.
+        records: usize,
+        envelopes: Vec<Bytes>,
+    },
+}
+
+impl Default for Encoded {
+    fn default() -> Encoded {
+        Encoded::Frame(Bytes::new())
+    }
+}
 
 impl std::fmt::Debug for Encoded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Encoded({} bytes)", self.0.len())
+        use prost::Message as _;
+        write!(f, "Encoded({} bytes)", self.encoded_len())
     }
 }
 
 impl Encoded {
     /// A frame of `kind`, encoded by prost.
     pub(crate) fn frame(kind: pb::frame::Kind) -> Encoded {
-        Encoded(pb::Frame { kind: Some(kind) }.encode_to_vec().into())
+        Encoded::Frame(pb::Frame { kind: Some(kind) }.encode_to_vec().into())
     }
 
     /// A `PublishBatch` frame of envelopes encoded by [`envelope`].
-    pub(crate) fn batch<'a>(envelopes: impl Iterator<Item = &'a Bytes> + Clone) -> Encoded {
-        let records: usize = envelopes
-            .clone()
+    pub(crate) fn batch(envelopes: Vec<Bytes>) -> Encoded {
+        let records = envelopes
+            .iter()
             .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
             .sum();
-        let mut buf = Vec::with_capacity(1 + encoded_len_varint(records as u64) + records);
-        put_key(FRAME_PUBLISH_BATCH, WireType::LengthDelimited, &mut buf);
-        put_raw_varint(records as u64, &mut buf);
-        for e in envelopes {
-            put_key(BATCH_ENVELOPES, WireType::LengthDelimited, &mut buf);
-            put_raw_varint(e.len() as u64, &mut buf);
-            buf.put_slice(e);
-        }
-        Encoded(buf.into())
+        Encoded::Batch { records, envelopes }
     }
 }
 
 /// Only ever encoded: the dialer never reads its own frames back.
 impl prost::Message for Encoded {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.0);
+        match self {
+            Encoded::Frame(b) => buf.put_slice(b),
+            Encoded::Batch { records, envelopes } => {
+                put_key(FRAME_PUBLISH_BATCH, WireType::LengthDelimited, buf);
+                put_raw_varint(*records as u64, buf);
+                for e in envelopes {
+                    put_key(BATCH_ENVELOPES, WireType::LengthDelimited, buf);
+                    put_raw_varint(e.len() as u64, buf);
+                    buf.put_slice(e);
+                }
+            }
+        }
     }
 
     fn merge_field(
@@ -117,11 +137,16 @@ impl prost::Message for Encoded {
     }
 
     fn encoded_len(&self) -> usize {
-        self.0.len()
+        match self {
+            Encoded::Frame(b) => b.len(),
+            Encoded::Batch { records, .. } => {
+                key_len(FRAME_PUBLISH_BATCH) + encoded_len_varint(*records as u64) + records
+            }
+        }
     }
 
     fn clear(&mut self) {
-        self.0 = Bytes::new();
+        *self = Encoded::default();
     }
 }
 
@@ -423,7 +448,7 @@ mod tests {
                     envelope(&meta, m, &mut BytesMut::new())
                 })
                 .collect();
-            let frame = Encoded::batch(encoded.iter());
+            let frame = Encoded::batch(encoded);
             let expected = PbFrame {
                 publish_batch: Some(PbBatch {
                     envelopes: msgs
@@ -439,7 +464,7 @@ mod tests {
 
     #[test]
     fn empty_batch_decodes_as_an_empty_publish_batch() {
-        let empty = Encoded::batch([].iter());
+        let empty = Encoded::batch(Vec::new());
         let decoded = pb::Frame::decode(&empty.encode_to_vec()[..]).unwrap();
         assert!(matches!(
             decoded.kind,
