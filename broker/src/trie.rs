@@ -28,12 +28,12 @@ use parking_lot::RwLock;
 use slot::Slot;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 
 /// The tables' hasher: foldhash with a random per-map seed. Topic lookups
 /// are on every PUBLISH; SipHash was ~4 % of a forwarding node's CPU.
 type FastState = foldhash::fast::RandomState;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
 
 /// A session's key in the table: its client identifier.
 pub type ClientId = Arc<str>;

@@ -323,16 +323,7 @@ async fn drain(peer: &Peer, tx: &mpsc::Sender<Encoded>) -> bool {
     loop {
         let (batch, more) = {
             let mut o = peer.outbox.lock();
-            // Up to BATCH envelopes and about BATCH_BYTES, at least one.
-            let mut bytes = 0;
-            let n = o
-                .unsent(BATCH)
-                .take_while(|e| {
-                    let first = bytes == 0;
-                    bytes += e.len();
-                    first || bytes <= crate::wire::BATCH_BYTES
-                })
-                .count();
+            let n = crate::wire::fits_in_batch(o.unsent(BATCH).map(|e| e.len()));
             if n == 0 {
                 return true;
             }
@@ -396,17 +387,8 @@ async fn initial(inner: &Inner, tx: &mpsc::Sender<Encoded>) -> Result<(), ()> {
     let retained = broker.retained_snapshot();
     let mut rest = &retained[..];
     while !rest.is_empty() {
-        // Up to RETAINED_CHUNK messages and about BATCH_BYTES, at least one.
-        let mut bytes = 0;
-        let n = rest
-            .iter()
-            .take(RETAINED_CHUNK)
-            .take_while(|m| {
-                let first = bytes == 0;
-                bytes += m.payload.len() + m.topic.len();
-                first || bytes <= crate::wire::BATCH_BYTES
-            })
-            .count();
+        let sizes = rest.iter().take(RETAINED_CHUNK);
+        let n = crate::wire::fits_in_batch(sizes.map(|m| m.payload.len() + m.topic.len()));
         let (chunk, tail) = rest.split_at(n);
         rest = tail;
         let messages = chunk

@@ -25,6 +25,19 @@ use tonic::{Response, Status};
 /// more may cross it: a batch holds at least one).
 pub(crate) const BATCH_BYTES: usize = 1 << 20;
 
+/// How many of the leading items, of these sizes, go into one frame: as
+/// many as stay within about [`BATCH_BYTES`], and at least one.
+pub(crate) fn fits_in_batch(sizes: impl Iterator<Item = usize>) -> usize {
+    let mut bytes = 0;
+    sizes
+        .take_while(|&size| {
+            let first = bytes == 0;
+            bytes += size;
+            first || bytes <= BATCH_BYTES
+        })
+        .count()
+}
+
 /// The largest mesh frame either side encodes or accepts: a batch of
 /// [`BATCH_BYTES`] plus one envelope carrying the largest MQTT packet a
 /// node may be configured for (256 MiB), with room for its other fields.
@@ -88,7 +101,6 @@ impl Default for Encoded {
 
 impl std::fmt::Debug for Encoded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use prost::Message as _;
         write!(f, "Encoded({} bytes)", self.encoded_len())
     }
 }
@@ -460,6 +472,46 @@ mod tests {
             };
             prop_assert_eq!(frame.encode_to_vec(), expected.encode_to_vec());
         }
+    }
+
+    #[test]
+    fn envelopes_sharing_an_arena_keep_their_bytes() {
+        use tern_broker::codec::{Properties, QoS};
+        let mut arena = BytesMut::new();
+        let sizes = (0..2_000).map(|i| i % 700).chain([ARENA_CHUNK, 5]);
+        let mut out = Vec::new();
+        for (i, size) in sizes.enumerate() {
+            let topic: Arc<str> = Arc::from(format!("t/{i}"));
+            let payload = Bytes::from(vec![i as u8; size]);
+            let msg = Message::new(
+                topic,
+                payload,
+                QoS::AtLeastOnce,
+                false,
+                &Properties::default(),
+            );
+            let meta = EnvelopeMeta {
+                seq: i as u64 + 1,
+                direct: true,
+                groups: &[],
+                retained: false,
+            };
+            out.push((envelope(&meta, &msg, &mut arena), meta.seq, msg));
+        }
+        // Checked after all were written: no envelope was overwritten by a
+        // later one cut from the same chunk, whichever chunk it was.
+        for (bytes, seq, msg) in &out {
+            let want = pb_envelope(*seq, msg, true, &[], false).encode_to_vec();
+            assert_eq!(&bytes[..], &want[..], "envelope {seq}");
+        }
+    }
+
+    #[test]
+    fn a_batch_stays_within_its_bytes_and_holds_at_least_one() {
+        assert_eq!(fits_in_batch([].into_iter()), 0);
+        assert_eq!(fits_in_batch([BATCH_BYTES * 3, 1].into_iter()), 1);
+        assert_eq!(fits_in_batch([BATCH_BYTES / 2; 5].into_iter()), 2);
+        assert_eq!(fits_in_batch([10; 7].into_iter()), 7);
     }
 
     #[test]

@@ -39,11 +39,13 @@ impl Broker {
             // Newer than what this node holds: clock readings repeat within
             // a millisecond, and other nodes keep the greater (timestamp,
             // node), so equal stamps would leave them on an older write.
-            let held = self.retained.get(&msg.topic).map(|m| m.timestamp);
-            if let Some(held) = held.filter(|&t| t >= msg.timestamp) {
-                Arc::make_mut(&mut msg).timestamp = held.saturating_add(1);
+            let held = self.retained.get(&msg.topic);
+            if let Some(t) = held.as_ref().map(|m| m.timestamp) {
+                if t >= msg.timestamp {
+                    Arc::make_mut(&mut msg).timestamp = t.saturating_add(1);
+                }
             }
-            self.store_retained(&msg);
+            self.store_retained(&msg, held.as_deref());
         }
         with_matches(|m| {
             self.subs.matches(&msg.topic, m);
@@ -93,11 +95,9 @@ impl Broker {
     /// that a stale copy arriving later from another node (a snapshot taken
     /// before the delete, or from the other side of a partition) cannot
     /// bring the message back. Tombstones expire after [`TOMBSTONE_TTL_MS`].
-    fn store_retained(&self, msg: &Arc<Message>) {
-        let was_live = self
-            .retained
-            .get(&msg.topic)
-            .is_some_and(|m| !m.payload.is_empty());
+    /// `held` is what the store holds for the topic (looked up by the caller).
+    fn store_retained(&self, msg: &Arc<Message>, held: Option<&Message>) {
+        let was_live = held.is_some_and(|m| !m.payload.is_empty());
         let tombstone = msg.payload.is_empty();
         let stored = if tombstone {
             let mut t = (**msg).clone();
@@ -131,12 +131,11 @@ impl Broker {
                 m.origin_node.clone().unwrap_or_else(|| self.node.clone()),
             )
         };
-        if let Some(current) = self.retained.get(&msg.topic) {
-            if key(&current) >= key(&msg) {
-                return false;
-            }
+        let current = self.retained.get(&msg.topic);
+        if current.as_ref().is_some_and(|c| key(c) >= key(&msg)) {
+            return false;
         }
-        self.store_retained(&msg);
+        self.store_retained(&msg, current.as_deref());
         true
     }
 
