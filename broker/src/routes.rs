@@ -9,7 +9,36 @@ use crate::admin::{AdminQuery, PeerReply};
 use crate::auth::BoxFuture;
 use crate::session::{Message, SessionData};
 use crate::trie::{ClientId, SharedMatch};
+use std::cell::Cell;
 use std::sync::Arc;
+
+thread_local! {
+    /// Inside [`batched`] on this thread.
+    static BATCHED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (synchronous: a connection handling what one read brought) as
+/// one batch of publishes: a [`RemoteRoutes`] implementation may stage
+/// what [`RemoteRoutes::forward`] hands it meanwhile and send it all at
+/// [`RemoteRoutes::flush`], which the caller must call right after (one
+/// lock, one wake-up and one count per peer and batch, not per message).
+pub fn batched<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the flag even if `f` unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BATCHED.set(self.0);
+        }
+    }
+    let _restore = Restore(BATCHED.replace(true));
+    f()
+}
+
+/// Whether this thread is inside [`batched`]: forwards may be staged
+/// until [`RemoteRoutes::flush`].
+pub fn batching() -> bool {
+    BATCHED.get()
+}
 
 /// An operation the cluster may refuse while it is partitioned (for users
 /// who prefer consistency, like VerneMQ's `allow_*_during_netsplit`).
@@ -47,6 +76,11 @@ pub trait RemoteRoutes: Send + Sync + 'static {
         local_shared: &[SharedMatch],
         deliver_locally: &mut [bool],
     ) -> Option<BoxFuture<'static, ()>>;
+
+    /// Sends what [`forward`](RemoteRoutes::forward) staged on this thread
+    /// inside [`batched`]. Called after every batch; a no-op when nothing
+    /// was staged.
+    fn flush(&self) {}
 
     /// A local session subscribed to `filter` (as subscribed, `$share/…` included).
     fn route_added(&self, _filter: &str, _client: &ClientId) {}

@@ -54,7 +54,21 @@ thread_local! {
     static TARGETS: RefCell<Vec<(Arc<Peer>, Target)>> = const { RefCell::new(Vec::new()) };
     /// The last topic's ordinary routes.
     static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
+    /// Forwards staged by this thread inside a publish batch
+    /// (`tern_broker::routes::batched`), until the batch's flush.
+    static STAGED: RefCell<Vec<Staged>> = const { RefCell::new(Vec::new()) };
 }
+
+/// One message for one peer, staged until the batch's flush.
+struct Staged {
+    peer: Arc<Peer>,
+    msg: Arc<Message>,
+    target: Target,
+    waiter: Option<oneshot::Sender<()>>,
+}
+
+/// Staged entries whose room the list keeps between batches.
+const STAGED_KEEP: usize = 4096;
 
 /// `node`'s target in `targets`, added if absent.
 fn entry<'a>(
@@ -173,58 +187,99 @@ impl Cluster {
         })
     }
 
-    /// Pushes `msg` into each target's outbox (emptying `targets`); the
-    /// acks to wait for (QoS 1/2 to an up peer).
-    fn push(
+    /// Stages `msg` for each target (emptying `targets`); the acks to wait
+    /// for (QoS 1/2; released at once if the peer is down at the flush).
+    fn stage(
         &self,
-        msg: &Message,
+        msg: &Arc<Message>,
         targets: &mut Vec<(Arc<Peer>, Target)>,
     ) -> Vec<oneshot::Receiver<()>> {
-        let inner = &self.inner;
         let wait = msg.qos != QoS::AtMostOnce;
-        let metrics = inner.metrics.get();
         let mut acks = Vec::new();
-        for (peer, t) in targets.drain(..) {
-            let (tx, rx) = match wait && peer.state.lock().up {
-                true => {
+        STAGED.with(|staged| {
+            let mut staged = staged.borrow_mut();
+            for (peer, target) in targets.drain(..) {
+                let waiter = wait.then(|| {
                     let (tx, rx) = oneshot::channel();
-                    (Some(tx), Some(rx))
-                }
-                false => (None, None),
-            };
-            // Encoded straight from `msg`, once per target (no
-            // `pb::MqttMessage`); the origin node is left out for a local
-            // publish: the receiver takes the link's peer.
-            let pushed = peer.outbox.lock().push(
-                |seq, arena| {
-                    let meta = EnvelopeMeta {
-                        seq,
-                        direct: t.direct,
-                        groups: &t.groups,
-                        retained: t.retained,
+                    acks.push(rx);
+                    tx
+                });
+                staged.push(Staged {
+                    peer,
+                    msg: msg.clone(),
+                    target,
+                    waiter,
+                });
+            }
+        });
+        acks
+    }
+
+    /// Pushes what this thread staged into the target peers' outboxes: one
+    /// lock, one wake-up and one metrics update per peer.
+    fn flush_staged(&self) {
+        let mut staged = STAGED.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        if staged.is_empty() {
+            return;
+        }
+        let metrics = self.inner.metrics.get();
+        while let Some(first) = staged.first() {
+            let peer = first.peer.clone();
+            // A down peer holds no publisher: its waiters are dropped,
+            // which releases them, and the message waits in its outbox.
+            let up = peer.state.lock().up;
+            let (mut pushed, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
+            {
+                let mut outbox = peer.outbox.lock();
+                // Encoded straight from the message, in the order staged
+                // (no `pb::MqttMessage`); the origin node is left out for
+                // a local publish: the receiver takes the link's peer.
+                staged.retain_mut(|s| {
+                    if !Arc::ptr_eq(&s.peer, &peer) {
+                        return true;
+                    }
+                    let waiter = s.waiter.take().filter(|_| up);
+                    let encode = |seq, arena: &mut _| {
+                        let meta = EnvelopeMeta {
+                            seq,
+                            direct: s.target.direct,
+                            groups: &s.target.groups,
+                            retained: s.target.retained,
+                        };
+                        envelope(&meta, &s.msg, arena)
                     };
-                    envelope(&meta, msg, arena)
-                },
-                tx,
-            );
-            match pushed {
-                Ok(_) => {
-                    if let Some(m) = metrics {
-                        m.forwarded_messages.inc();
-                        m.forwarded_bytes.inc_by(msg.payload.len() as u64);
+                    match outbox.push(encode, waiter) {
+                        Ok(_) => {
+                            pushed += 1;
+                            bytes += s.msg.payload.len() as u64;
+                        }
+                        Err(_) => dropped += 1,
                     }
-                    acks.extend(rx);
-                    peer.notify.notify_one();
-                }
-                Err(_) => {
-                    if let Some(m) = metrics {
-                        m.dropped_messages.inc();
-                    }
-                    debug!(peer = %peer.name, "cluster buffer full: message dropped");
-                }
+                    false
+                });
+            }
+            if pushed > 0 {
+                peer.notify.notify_one();
+            }
+            if let Some(m) = metrics {
+                m.forwarded_messages.inc_by(pushed);
+                m.forwarded_bytes.inc_by(bytes);
+                m.dropped_messages.inc_by(dropped);
+            }
+            if dropped > 0 {
+                debug!(peer = %peer.name, dropped, "cluster buffer full: messages dropped");
             }
         }
-        acks
+        // The list keeps its capacity for the next batch, unless a burst
+        // made it large.
+        if staged.capacity() <= STAGED_KEEP {
+            STAGED.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.is_empty() {
+                    *s = staged;
+                }
+            });
+        }
     }
 }
 
@@ -240,8 +295,11 @@ impl RemoteRoutes for Cluster {
         // borrowed across the outbox locks) and put back with its capacity.
         let mut targets = TARGETS.with(|t| std::mem::take(&mut *t.borrow_mut()));
         self.targets(msg, local_shared, deliver_locally, &mut targets);
-        let mut acks = self.push(msg, &mut targets);
+        let mut acks = self.stage(msg, &mut targets);
         TARGETS.with(|t| *t.borrow_mut() = targets);
+        if !tern_broker::routes::batching() {
+            self.flush_staged();
+        }
         // A peer that does not ack in time keeps the message in its retry
         // buffer; the publisher is not held longer.
         let timeout = inner.ack_timeout();
@@ -257,6 +315,10 @@ impl RemoteRoutes for Cluster {
                 let _ = tokio::time::timeout(timeout, join_all(acks)).await;
             })),
         }
+    }
+
+    fn flush(&self) {
+        self.flush_staged();
     }
 
     fn route_added(&self, filter: &str, _client: &ClientId) {

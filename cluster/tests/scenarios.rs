@@ -106,6 +106,69 @@ async fn forwarding_follows_route_changes_between_messages_on_one_topic() -> Res
     Ok(())
 }
 
+/// The forwards of one read from a publisher are staged and pushed into
+/// the peers' outboxes together when the read is handled: a burst that
+/// arrives in one write, alternating between two nodes' subscribers,
+/// reaches each in order, and every QoS 1 PUBACK comes, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_read_of_publishes_to_two_nodes_arrives_in_order_with_every_puback() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = Harness::new();
+    h.run(vec![Step::Add("a"), Step::Add("b"), Step::Add("c")])
+        .await?;
+    h.converged().await?;
+    let mut sb = Mqtt::connect(h.node("b").mqtt(), "sub-b", true).await?;
+    sb.subscribe("s/b", QoS::AtLeastOnce).await?;
+    let mut sc = Mqtt::connect(h.node("c").mqtt(), "sub-c", true).await?;
+    sc.subscribe("s/c", QoS::AtLeastOnce).await?;
+    h.routes("a", "b", &["s/b"]).await?;
+    h.routes("a", "c", &["s/c"]).await?;
+    let forwarded = || {
+        h.node("a")
+            .server
+            .metrics()
+            .cluster
+            .forwarded_messages
+            .get()
+    };
+    let before = forwarded();
+
+    // A 3.1.1 CONNECT and N QoS 1 PUBLISHes, written at once.
+    const N: u16 = 300;
+    let mut out = vec![0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30, 0, 4];
+    out.extend_from_slice(b"burs");
+    for id in 1..=N {
+        let (topic, payload) = match id % 2 {
+            0 => ("s/b", format!("b{id}")),
+            _ => ("s/c", format!("c{id}")),
+        };
+        let len = 2 + topic.len() + 2 + payload.len();
+        out.extend_from_slice(&[0x32, len as u8, 0, topic.len() as u8]);
+        out.extend_from_slice(topic.as_bytes());
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(payload.as_bytes());
+    }
+    let mut tcp = tokio::net::TcpStream::connect(h.node("a").mqtt()).await?;
+    tcp.write_all(&out).await?;
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(DEADLINE, tcp.read_exact(&mut connack)).await??;
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    for id in 1..=N {
+        let mut ack = [0u8; 4];
+        tokio::time::timeout(DEADLINE, tcp.read_exact(&mut ack)).await??;
+        let [hi, lo] = id.to_be_bytes();
+        assert_eq!(ack, [0x40, 2, hi, lo], "PUBACKs in PUBLISH order");
+    }
+    for id in (1..=N).filter(|i| i % 2 == 0) {
+        assert_eq!(sb.message().await?.payload, format!("b{id}").as_bytes());
+    }
+    for id in (1..=N).filter(|i| i % 2 == 1) {
+        assert_eq!(sc.message().await?.payload, format!("c{id}").as_bytes());
+    }
+    assert_eq!(forwarded() - before, u64::from(N), "one copy each");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn takeover_moves_the_session_with_its_queue() -> Result<()> {
     let mut h = Harness::new();

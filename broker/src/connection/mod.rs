@@ -742,7 +742,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     async fn process_all_input(&mut self) -> Result<(), Close> {
         loop {
             crate::limits::clear_full();
-            let processed = crate::session::with_batch_clock(|| self.process_input());
+            let processed = crate::session::with_batch_clock(|| {
+                crate::routes::batched(|| self.process_input())
+            });
+            // What this batch forwarded to other nodes goes out together.
+            self.broker.remote().flush();
             self.collect_full();
             let Some(held) = processed? else {
                 return Ok(());
