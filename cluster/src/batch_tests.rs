@@ -64,6 +64,18 @@ fn assert_same(ours: &Received, prost: &pb::Envelope) {
     }
 }
 
+/// The encoded fields of an encoded message, each with its key.
+fn fields(mut buf: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let start = buf;
+        let (tag, wire_type) = decode_key(&mut buf).expect("key");
+        skip_field(wire_type, tag, &mut buf, DecodeContext::default()).expect("field");
+        out.push(start[..start.len() - buf.len()].to_vec());
+    }
+    out
+}
+
 fn encoded(e: &pb::Envelope) -> Vec<u8> {
     e.encode_to_vec()
 }
@@ -105,6 +117,46 @@ proptest! {
         // Encoding the decoded batch gives the same bytes back.
         let again = pb::Frame { kind: Some(pb::frame::Kind::PublishBatch(batch)) };
         prop_assert_eq!(again.encode_to_vec(), frame);
+    }
+
+    #[test]
+    fn fields_in_any_order_or_repeated_decode_as_prost_does(
+        m in message(),
+        seq in any::<u64>(),
+        g in groups(),
+        order in any::<prop::sample::Index>(),
+        repeat in any::<prop::sample::Index>(),
+    ) {
+        // The decoder takes the usual fields where every node writes them
+        // and leaves the rest to its general loop: shuffle the fields of a
+        // message and of its envelope, repeat one, and compare with prost.
+        let msg = fields(&pb_message(&m).encode_to_vec());
+        let shuffle = |mut f: Vec<Vec<u8>>| {
+            if !f.is_empty() {
+                let dup = f[repeat.index(f.len())].clone();
+                f.push(dup);
+                let k = order.index(f.len());
+                f.rotate_left(k);
+                f.reverse();
+            }
+            f.concat()
+        };
+        let mut env = Vec::new();
+        prost::encoding::uint64::encode(ENV_SEQ, &seq, &mut env);
+        prost::encoding::bytes::encode(ENV_MESSAGE, &shuffle(msg), &mut env);
+        env.extend_from_slice(&pb::Envelope {
+            direct: true,
+            groups: g.iter().map(|(group, filter)| pb::SharedGroup {
+                group: group.to_string(),
+                filter: filter.to_string(),
+            }).collect(),
+            ..pb::Envelope::default()
+        }.encode_to_vec());
+        let env = shuffle(fields(&env));
+        let frame = wrap(&[&env]);
+        let ours = decode(&frame).expect("decodes");
+        let prost = prost_decode(&frame).expect("prost decodes");
+        assert_same(&ours.envelopes[0], &prost[0]);
     }
 
     #[test]
