@@ -56,15 +56,63 @@ thread_local! {
     static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
     /// Forwards staged by this thread inside a publish batch
     /// (`tern_broker::routes::batched`), until the batch's flush.
-    static STAGED: RefCell<Vec<Staged>> = const { RefCell::new(Vec::new()) };
+    static STAGED: RefCell<Staging> = const { RefCell::new(Staging::new()) };
 }
 
-/// One message for one peer, staged until the batch's flush.
+/// This thread's staged forwards: the batch's target peers, each held
+/// once (a reference count per message on a peer that every publisher
+/// thread shares would move its cache line between threads), and the
+/// messages in order.
+struct Staging {
+    peers: Vec<Arc<Peer>>,
+    entries: Vec<Staged>,
+}
+
+/// One message for one peer (an index into [`Staging::peers`]).
 struct Staged {
-    peer: Arc<Peer>,
+    peer: usize,
     msg: Arc<Message>,
     target: Target,
     waiter: Option<oneshot::Sender<()>>,
+}
+
+impl Staging {
+    const fn new() -> Staging {
+        Staging {
+            peers: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Stages `msg` for `peer`; its ack to wait for (QoS 1/2).
+    fn add(
+        &mut self,
+        peer: &Arc<Peer>,
+        msg: &Arc<Message>,
+        target: Target,
+    ) -> Option<oneshot::Receiver<()>> {
+        let index = match self.peers.iter().position(|p| Arc::ptr_eq(p, peer)) {
+            Some(i) => i,
+            None => {
+                self.peers.push(peer.clone());
+                self.peers.len() - 1
+            }
+        };
+        let (waiter, ack) = match msg.qos {
+            QoS::AtMostOnce => (None, None),
+            _ => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+        };
+        self.entries.push(Staged {
+            peer: index,
+            msg: msg.clone(),
+            target,
+            waiter,
+        });
+        ack
+    }
 }
 
 /// Staged entries whose room the list keeps between batches.
@@ -100,32 +148,17 @@ impl Cluster {
         // Read before matching: a change during the match moves it, and
         // the result is then not reused.
         let generation = inner.remote.generation();
-        let reused = MEMO.with(|memo| match &*memo.borrow() {
-            Some(m) if m.generation == generation && m.topic == msg.topic => {
-                for p in &m.peers {
-                    let t = Target {
-                        direct: true,
-                        ..Target::default()
-                    };
-                    targets.push((p.clone(), t));
-                }
-                true
+        let shared = self.match_remote(msg, local_shared, deliver_locally, targets);
+        let memo = (!shared).then(|| {
+            // Without shared groups, `targets` holds direct ones only.
+            let peers = targets.iter().map(|(p, _)| p.clone()).collect();
+            Memo {
+                generation,
+                topic: msg.topic.clone(),
+                peers,
             }
-            _ => false,
         });
-        if !reused {
-            let shared = self.match_remote(msg, local_shared, deliver_locally, targets);
-            let memo = (!shared).then(|| {
-                // Without shared groups, `targets` holds direct ones only.
-                let peers = targets.iter().map(|(p, _)| p.clone()).collect();
-                Memo {
-                    generation,
-                    topic: msg.topic.clone(),
-                    peers,
-                }
-            });
-            MEMO.with(|m| *m.borrow_mut() = memo);
-        }
+        MEMO.with(|m| *m.borrow_mut() = memo);
         if msg.retain && inner.retain_available {
             for p in inner.all_peers() {
                 if p.state.lock().up {
@@ -187,6 +220,33 @@ impl Cluster {
         })
     }
 
+    /// Stages `msg` for the peers of its topic's memo, if the memo holds
+    /// for it (see [`Memo`]); the acks to wait for. `None`: the memo does
+    /// not apply.
+    fn stage_memo(&self, msg: &Arc<Message>) -> Option<Vec<oneshot::Receiver<()>>> {
+        if msg.retain && self.inner.retain_available {
+            return None;
+        }
+        let generation = self.inner.remote.generation();
+        MEMO.with(|memo| match &*memo.borrow() {
+            Some(m) if m.generation == generation && m.topic == msg.topic => {
+                let mut acks = Vec::new();
+                STAGED.with(|staged| {
+                    let mut staged = staged.borrow_mut();
+                    for p in &m.peers {
+                        let t = Target {
+                            direct: true,
+                            ..Target::default()
+                        };
+                        acks.extend(staged.add(p, msg, t));
+                    }
+                });
+                Some(acks)
+            }
+            _ => None,
+        })
+    }
+
     /// Stages `msg` for each target (emptying `targets`); the acks to wait
     /// for (QoS 1/2; released at once if the peer is down at the flush).
     fn stage(
@@ -194,22 +254,11 @@ impl Cluster {
         msg: &Arc<Message>,
         targets: &mut Vec<(Arc<Peer>, Target)>,
     ) -> Vec<oneshot::Receiver<()>> {
-        let wait = msg.qos != QoS::AtMostOnce;
         let mut acks = Vec::new();
         STAGED.with(|staged| {
             let mut staged = staged.borrow_mut();
             for (peer, target) in targets.drain(..) {
-                let waiter = wait.then(|| {
-                    let (tx, rx) = oneshot::channel();
-                    acks.push(rx);
-                    tx
-                });
-                staged.push(Staged {
-                    peer,
-                    msg: msg.clone(),
-                    target,
-                    waiter,
-                });
+                acks.extend(staged.add(&peer, msg, target));
             }
         });
         acks
@@ -218,13 +267,12 @@ impl Cluster {
     /// Pushes what this thread staged into the target peers' outboxes: one
     /// lock, one wake-up and one metrics update per peer.
     fn flush_staged(&self) {
-        let mut staged = STAGED.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        if staged.is_empty() {
+        let mut staged = STAGED.with(|s| std::mem::replace(&mut *s.borrow_mut(), Staging::new()));
+        if staged.entries.is_empty() {
             return;
         }
         let metrics = self.inner.metrics.get();
-        while let Some(first) = staged.first() {
-            let peer = first.peer.clone();
+        for (index, peer) in staged.peers.iter().enumerate() {
             // A down peer holds no publisher: its waiters are dropped,
             // which releases them, and the message waits in its outbox.
             let up = peer.state.lock().up;
@@ -234,10 +282,7 @@ impl Cluster {
                 // Encoded straight from the message, in the order staged
                 // (no `pb::MqttMessage`); the origin node is left out for
                 // a local publish: the receiver takes the link's peer.
-                staged.retain_mut(|s| {
-                    if !Arc::ptr_eq(&s.peer, &peer) {
-                        return true;
-                    }
+                for s in staged.entries.iter_mut().filter(|s| s.peer == index) {
                     let waiter = s.waiter.take().filter(|_| up);
                     let encode = |seq, arena: &mut _| {
                         let meta = EnvelopeMeta {
@@ -255,8 +300,7 @@ impl Cluster {
                         }
                         Err(_) => dropped += 1,
                     }
-                    false
-                });
+                }
             }
             if pushed > 0 {
                 peer.notify.notify_one();
@@ -270,12 +314,14 @@ impl Cluster {
                 debug!(peer = %peer.name, dropped, "cluster buffer full: messages dropped");
             }
         }
-        // The list keeps its capacity for the next batch, unless a burst
-        // made it large.
-        if staged.capacity() <= STAGED_KEEP {
+        staged.peers.clear();
+        staged.entries.clear();
+        // The lists keep their room for the next batch, unless a burst
+        // made them large.
+        if staged.entries.capacity() <= STAGED_KEEP {
             STAGED.with(|s| {
                 let mut s = s.borrow_mut();
-                if s.is_empty() {
+                if s.entries.is_empty() {
                     *s = staged;
                 }
             });
@@ -293,10 +339,16 @@ impl RemoteRoutes for Cluster {
         let inner = &self.inner;
         // Taken out of the thread-local for the call (so nothing stays
         // borrowed across the outbox locks) and put back with its capacity.
-        let mut targets = TARGETS.with(|t| std::mem::take(&mut *t.borrow_mut()));
-        self.targets(msg, local_shared, deliver_locally, &mut targets);
-        let mut acks = self.stage(msg, &mut targets);
-        TARGETS.with(|t| *t.borrow_mut() = targets);
+        let mut acks = match self.stage_memo(msg) {
+            Some(acks) => acks,
+            None => {
+                let mut targets = TARGETS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+                self.targets(msg, local_shared, deliver_locally, &mut targets);
+                let acks = self.stage(msg, &mut targets);
+                TARGETS.with(|t| *t.borrow_mut() = targets);
+                acks
+            }
+        };
         if !tern_broker::routes::batching() {
             self.flush_staged();
         }
