@@ -6,7 +6,7 @@ use crate::convert::session_from_pb;
 use crate::node::{Cluster, Inner, Peer};
 use crate::pb;
 use crate::shared::{pick, Pick};
-use crate::wire::{envelope, EnvelopeMeta};
+use crate::wire::{put_record, record_len, EnvelopeMeta};
 use futures_util::future::join_all;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -284,16 +284,15 @@ impl Cluster {
                 // a local publish: the receiver takes the link's peer.
                 for s in staged.entries.iter_mut().filter(|s| s.peer == index) {
                     let waiter = s.waiter.take().filter(|_| up);
-                    let encode = |seq, arena: &mut _| {
-                        let meta = EnvelopeMeta {
-                            seq,
-                            direct: s.target.direct,
-                            groups: &s.target.groups,
-                            retained: s.target.retained,
-                        };
-                        envelope(&meta, &s.msg, arena)
+                    let meta = EnvelopeMeta {
+                        seq: outbox.next_seq(),
+                        direct: s.target.direct,
+                        groups: &s.target.groups,
+                        retained: s.target.retained,
                     };
-                    match outbox.push(encode, waiter) {
+                    let (len, message_len) = record_len(&meta, &s.msg);
+                    let write = |buf: &mut _| put_record(&meta, &s.msg, message_len, buf);
+                    match outbox.push(len, write, waiter) {
                         Ok(_) => {
                             pushed += 1;
                             bytes += s.msg.payload.len() as u64;

@@ -321,20 +321,17 @@ fn on_reply(inner: &Inner, peer: &Peer, f: pb::Frame, known: &mut Option<u64>) {
 
 async fn drain(peer: &Peer, tx: &mpsc::Sender<Encoded>) -> bool {
     loop {
-        let (batch, more) = {
+        let (taken, more) = {
             let mut o = peer.outbox.lock();
-            let n = crate::wire::fits_in_batch(o.unsent(BATCH).map(|e| e.len()));
-            if n == 0 {
-                return true;
-            }
-            // Taken by reference count: the frame is encoded outside the
-            // lock, which publishers wait on.
-            let batch: Vec<_> = o.unsent(n).cloned().collect();
-            o.mark_sent(n);
-            (batch, o.has_unsent())
+            // Slices of the outbox's chunks: the frame is encoded outside
+            // the lock, which publishers wait on.
+            let taken = o.take(BATCH);
+            (taken, o.has_unsent())
         };
-        let f = Encoded::batch(batch);
-        if tx.send(f).await.is_err() {
+        let Some(taken) = taken else {
+            return true;
+        };
+        if tx.send(Encoded::batch(taken)).await.is_err() {
             return false;
         }
         if !more {

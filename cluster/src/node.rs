@@ -47,8 +47,8 @@ pub(crate) struct PeerState {
 pub(crate) struct Peer {
     pub name: Arc<str>,
     pub state: Mutex<PeerState>,
-    /// Encoded envelopes ([`crate::wire::envelope`]).
-    pub outbox: Mutex<Outbox<bytes::Bytes>>,
+    /// Encoded envelopes ([`crate::wire::put_record`]).
+    pub outbox: Mutex<Outbox>,
     pub notify: Notify,
 }
 

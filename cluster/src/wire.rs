@@ -1,17 +1,18 @@
 //! The dialer's frames, encoded by hand where it saves work. A forwarded
 //! message is encoded once, when it is forwarded, straight from the
-//! broker's [`Message`] into its envelope (no `pb::MqttMessage` on the
-//! way); the envelope is what the retry buffer keeps, and a `PublishBatch`
-//! frame is those envelopes, which tonic's encoder copies one after the
-//! other into its buffer. The bytes are
-//! exactly what prost writes for the equivalent [`pb::Frame`] (a `repeated
-//! Envelope` field is a sequence of length-delimited records; unit tests
-//! compare): nothing on the wire changes (no protocol version bump). The
-//! receiving side is `batch.rs`.
+//! broker's [`Message`] into its record: its envelope framed as one element
+//! of `PublishBatch.envelopes` (no `pb::MqttMessage` on the way). The retry
+//! buffer keeps the records one after the other in chunks
+//! ([`Outbox`](crate::outbox::Outbox)), and a `PublishBatch` frame is a
+//! header and slices of those chunks, which tonic's encoder copies into
+//! its buffer. The bytes are exactly what prost writes for the equivalent
+//! [`pb::Frame`] (unit tests compare): nothing on the wire changes (no
+//! protocol version bump). The receiving side is `batch.rs`.
 
 use crate::link::AddSecret;
+use crate::outbox::Taken;
 use crate::pb;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message as _;
 use std::sync::Arc;
@@ -81,15 +82,17 @@ pub(crate) mod field {
 use field::*;
 
 /// An encoded `pb::Frame`, sent as is: whole, or a `PublishBatch` kept as
-/// its envelopes, which tonic's encoder copies one after the other into
-/// its buffer (no frame-sized copy of the batch on the way).
+/// slices of the outbox's chunks of records, which tonic's encoder copies
+/// one after the other into its buffer (no frame-sized copy of the batch
+/// on the way, and a copy per slice, not per record).
 #[derive(Clone, PartialEq)]
 pub(crate) enum Encoded {
     Frame(Bytes),
     Batch {
         /// Length of the `envelopes` field's records, all together.
         records: usize,
-        envelopes: Vec<Bytes>,
+        /// Those records.
+        slices: Vec<Bytes>,
     },
 }
 
@@ -111,13 +114,12 @@ impl Encoded {
         Encoded::Frame(pb::Frame { kind: Some(kind) }.encode_to_vec().into())
     }
 
-    /// A `PublishBatch` frame of envelopes encoded by [`envelope`].
-    pub(crate) fn batch(envelopes: Vec<Bytes>) -> Encoded {
-        let records = envelopes
-            .iter()
-            .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
-            .sum();
-        Encoded::Batch { records, envelopes }
+    /// A `PublishBatch` frame of records written by [`put_record`].
+    pub(crate) fn batch(taken: Taken) -> Encoded {
+        Encoded::Batch {
+            records: taken.bytes,
+            slices: taken.slices,
+        }
     }
 }
 
@@ -126,13 +128,11 @@ impl prost::Message for Encoded {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         match self {
             Encoded::Frame(b) => buf.put_slice(b),
-            Encoded::Batch { records, envelopes } => {
+            Encoded::Batch { records, slices } => {
                 put_key(FRAME_PUBLISH_BATCH, WireType::LengthDelimited, buf);
                 put_raw_varint(*records as u64, buf);
-                for e in envelopes {
-                    put_key(BATCH_ENVELOPES, WireType::LengthDelimited, buf);
-                    put_raw_varint(e.len() as u64, buf);
-                    buf.put_slice(e);
+                for s in slices {
+                    buf.put_slice(s);
                 }
             }
         }
@@ -372,35 +372,26 @@ pub(crate) fn encode_envelope(
     put_uint(ENV_RETAINED, u64::from(meta.retained), buf);
 }
 
-/// Bytes of one envelope arena chunk (see [`envelope`]).
-pub(crate) const ARENA_CHUNK: usize = 64 << 10;
-
-/// The envelope of one forwarded message, encoded straight from the
-/// broker's [`Message`].
-///
-/// It is carved from `arena`, a chunk of [`ARENA_CHUNK`] bytes (the
-/// peer's: see [`Outbox`](crate::outbox::Outbox)): forwarding allocates
-/// once per chunk, not once per message, and the envelope's clones and
-/// drops are reference counts on the chunk. A chunk lives until the last
-/// envelope cut from it is acknowledged; as the chunk holds one peer's
-/// envelopes, acknowledged in order, what stays allocated is about what
-/// the peer has not acknowledged, plus a chunk.
-pub(crate) fn envelope(meta: &EnvelopeMeta<'_>, msg: &Message, arena: &mut BytesMut) -> Bytes {
+/// Length of the record of an envelope around `msg`: the envelope framed
+/// as one element of `PublishBatch.envelopes` (key, length, envelope);
+/// with the message's own length, for [`put_record`].
+pub(crate) fn record_len(meta: &EnvelopeMeta<'_>, msg: &Message) -> (usize, usize) {
     let message_len = message_len(msg);
     let len = envelope_len(meta, Some(message_len));
-    if len > ARENA_CHUNK / 4 {
-        // A large message gets a buffer of its own rather than most of a
-        // chunk.
-        let mut buf = Vec::with_capacity(len);
-        encode_envelope(meta, Some((msg, message_len)), &mut buf);
-        return buf.into();
-    }
-    if arena.capacity() < len {
-        // The old chunk stays alive with the envelopes cut from it.
-        *arena = BytesMut::with_capacity(ARENA_CHUNK);
-    }
-    encode_envelope(meta, Some((msg, message_len)), arena);
-    arena.split().freeze()
+    (delimited_len(BATCH_ENVELOPES, len), message_len)
+}
+
+/// Writes the record of an envelope around `msg` (see [`record_len`]),
+/// encoded straight from the broker's [`Message`].
+pub(crate) fn put_record(
+    meta: &EnvelopeMeta<'_>,
+    msg: &Message,
+    message_len: usize,
+    buf: &mut impl BufMut,
+) {
+    put_key(BATCH_ENVELOPES, WireType::LengthDelimited, buf);
+    put_raw_varint(envelope_len(meta, Some(message_len)) as u64, buf);
+    encode_envelope(meta, Some((msg, message_len)), buf);
 }
 
 /// Opens the `Link` stream with the dialer's frames already encoded (the
@@ -424,12 +415,35 @@ pub(crate) async fn link(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::{Outbox, CHUNK};
     use crate::wire_testing::{groups, message, pb_envelope, PbBatch, PbFrame};
     use proptest::prelude::*;
 
+    /// The record of an envelope around `msg`, as the outbox keeps it.
+    fn record(meta: &EnvelopeMeta<'_>, msg: &Message) -> Vec<u8> {
+        let (len, message_len) = record_len(meta, msg);
+        let mut out = Vec::new();
+        put_record(meta, msg, message_len, &mut out);
+        assert_eq!(out.len(), len);
+        out
+    }
+
+    /// Pushes envelopes around `msgs` (with their metadata) into an
+    /// outbox, as forwarding does.
+    fn outbox_of<'a>(items: impl Iterator<Item = (EnvelopeMeta<'a>, &'a Message)>) -> Outbox {
+        let mut o = Outbox::new(usize::MAX);
+        for (meta, msg) in items {
+            assert_eq!(o.next_seq(), meta.seq);
+            let (len, message_len) = record_len(&meta, msg);
+            o.push(len, |b| put_record(&meta, msg, message_len, b), None)
+                .expect("room");
+        }
+        o
+    }
+
     proptest! {
         #[test]
-        fn envelope_is_byte_identical_to_prost(
+        fn record_is_byte_identical_to_prost(
             msg in message(),
             seq in prop_oneof![Just(0u64), any::<u64>()],
             direct in any::<bool>(),
@@ -437,30 +451,28 @@ mod tests {
             retained in any::<bool>(),
         ) {
             let meta = EnvelopeMeta { seq, direct, groups: &groups, retained };
-            let ours = envelope(&meta, &msg, &mut BytesMut::new());
-            let prost = pb_envelope(seq, &msg, direct, &groups, retained).encode_to_vec();
+            let ours = record(&meta, &msg);
+            let env = pb_envelope(seq, &msg, direct, &groups, retained);
+            let mut prost = Vec::new();
+            prost::encoding::message::encode(BATCH_ENVELOPES, &env, &mut prost);
             prop_assert_eq!(&ours[..], &prost[..]);
-            prop_assert_eq!(ours.len(), envelope_len(&meta, Some(message_len(&msg))));
         }
 
         #[test]
         fn batch_is_byte_identical_to_prost(
             msgs in prop::collection::vec((message(), groups()), 0..6),
         ) {
-            let encoded: Vec<Bytes> = msgs
-                .iter()
-                .enumerate()
-                .map(|(i, (m, g))| {
-                    let meta = EnvelopeMeta {
-                        seq: i as u64 + 1,
-                        direct: i % 2 == 0,
-                        groups: g,
-                        retained: m.retain,
-                    };
-                    envelope(&meta, m, &mut BytesMut::new())
-                })
-                .collect();
-            let frame = Encoded::batch(encoded);
+            let meta = |i: usize, g| EnvelopeMeta {
+                seq: i as u64 + 1,
+                direct: i % 2 == 0,
+                groups: g,
+                retained: msgs[i].0.retain,
+            };
+            let mut o = outbox_of(msgs.iter().enumerate().map(|(i, (m, g))| (meta(i, g), m)));
+            let frame = match o.take(usize::MAX) {
+                Some(taken) => Encoded::batch(taken),
+                None => Encoded::Batch { records: 0, slices: Vec::new() },
+            };
             let expected = PbFrame {
                 publish_batch: Some(PbBatch {
                     envelopes: msgs
@@ -475,35 +487,52 @@ mod tests {
     }
 
     #[test]
-    fn envelopes_sharing_an_arena_keep_their_bytes() {
+    fn frames_of_records_across_chunks_are_what_prost_writes() {
         use tern_broker::codec::{Properties, QoS};
-        let mut arena = BytesMut::new();
-        let sizes = (0..2_000).map(|i| i % 700).chain([ARENA_CHUNK, 5]);
-        let mut out = Vec::new();
-        for (i, size) in sizes.enumerate() {
-            let topic: Arc<str> = Arc::from(format!("t/{i}"));
-            let payload = Bytes::from(vec![i as u8; size]);
-            let msg = Message::new(
-                topic,
-                payload,
-                QoS::AtLeastOnce,
-                false,
-                &Properties::default(),
-            );
-            let meta = EnvelopeMeta {
-                seq: i as u64 + 1,
-                direct: true,
-                groups: &[],
-                retained: false,
+        // Small messages past several chunks, one larger than a chunk, one
+        // after it; every frame checked after all were written: no record
+        // was overwritten by a later one written into the same chunk.
+        let sizes = (0..2_000).map(|i| i % 700).chain([CHUNK, 5]);
+        let msgs: Vec<Message> = sizes
+            .enumerate()
+            .map(|(i, size)| {
+                Message::new(
+                    Arc::from(format!("t/{i}")),
+                    Bytes::from(vec![i as u8; size]),
+                    QoS::AtLeastOnce,
+                    false,
+                    &Properties::default(),
+                )
+            })
+            .collect();
+        let meta = |i: usize| EnvelopeMeta {
+            seq: i as u64 + 1,
+            direct: true,
+            groups: &[],
+            retained: false,
+        };
+        let mut o = outbox_of(msgs.iter().enumerate().map(|(i, m)| (meta(i), m)));
+        let mut frames = Vec::new();
+        while let Some(taken) = o.take(256) {
+            frames.push((taken.count, Encoded::batch(taken)));
+        }
+        let mut at = 0;
+        for (count, frame) in frames {
+            let expected = PbFrame {
+                publish_batch: Some(PbBatch {
+                    envelopes: (at..at + count)
+                        .map(|i| pb_envelope(i as u64 + 1, &msgs[i], true, &[], false))
+                        .collect(),
+                }),
             };
-            out.push((envelope(&meta, &msg, &mut arena), meta.seq, msg));
+            assert_eq!(
+                frame.encode_to_vec(),
+                expected.encode_to_vec(),
+                "frame from {at}"
+            );
+            at += count;
         }
-        // Checked after all were written: no envelope was overwritten by a
-        // later one cut from the same chunk, whichever chunk it was.
-        for (bytes, seq, msg) in &out {
-            let want = pb_envelope(*seq, msg, true, &[], false).encode_to_vec();
-            assert_eq!(&bytes[..], &want[..], "envelope {seq}");
-        }
+        assert_eq!(at, msgs.len());
     }
 
     #[test]
@@ -516,7 +545,10 @@ mod tests {
 
     #[test]
     fn empty_batch_decodes_as_an_empty_publish_batch() {
-        let empty = Encoded::batch(Vec::new());
+        let empty = Encoded::Batch {
+            records: 0,
+            slices: Vec::new(),
+        };
         let decoded = pb::Frame::decode(&empty.encode_to_vec()[..]).unwrap();
         assert!(matches!(
             decoded.kind,
