@@ -464,7 +464,7 @@ mod tests {
         ) {
             let meta = |i: usize, g| EnvelopeMeta {
                 seq: i as u64 + 1,
-                direct: i % 2 == 0,
+                direct: i.is_multiple_of(2),
                 groups: g,
                 retained: msgs[i].0.retain,
             };
