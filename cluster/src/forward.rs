@@ -336,11 +336,11 @@ impl RemoteRoutes for Cluster {
         deliver_locally: &mut [bool],
     ) -> Option<BoxFuture<'static, ()>> {
         let inner = &self.inner;
-        // Taken out of the thread-local for the call (so nothing stays
-        // borrowed across the outbox locks) and put back with its capacity.
         let mut acks = match self.stage_memo(msg) {
             Some(acks) => acks,
             None => {
+                // Taken out of the thread-local for the call (so nothing
+                // stays borrowed meanwhile) and put back with its capacity.
                 let mut targets = TARGETS.with(|t| std::mem::take(&mut *t.borrow_mut()));
                 self.targets(msg, local_shared, deliver_locally, &mut targets);
                 let acks = self.stage(msg, &mut targets);
