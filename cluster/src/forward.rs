@@ -267,10 +267,16 @@ impl Cluster {
     /// Pushes what this thread staged into the target peers' outboxes: one
     /// lock, one wake-up and one metrics update per peer.
     fn flush_staged(&self) {
-        let mut staged = STAGED.with(|s| std::mem::replace(&mut *s.borrow_mut(), Staging::new()));
-        if staged.entries.is_empty() {
+        // Taken only when there is something to push: a flush after a read
+        // that forwarded nothing (a subscriber's PUBACKs) keeps the lists'
+        // room for the next publisher's batch on this thread.
+        let staged = STAGED.with(|s| {
+            let mut s = s.borrow_mut();
+            (!s.entries.is_empty()).then(|| std::mem::replace(&mut *s, Staging::new()))
+        });
+        let Some(mut staged) = staged else {
             return;
-        }
+        };
         let metrics = self.inner.metrics.get();
         for (index, peer) in staged.peers.iter().enumerate() {
             // A down peer holds no publisher: its waiters are dropped,
