@@ -296,9 +296,9 @@ impl Cluster {
                         groups: &s.target.groups,
                         retained: s.target.retained,
                     };
-                    let (len, message_len) = record_len(&meta, &s.msg);
-                    let write = |buf: &mut _| put_record(&meta, &s.msg, message_len, buf);
-                    match outbox.push(len, write, waiter) {
+                    let len = record_len(&meta, &s.msg);
+                    let write = |buf: &mut _| put_record(&meta, &s.msg, len, buf);
+                    match outbox.push(len.record, write, waiter) {
                         Ok(_) => {
                             pushed += 1;
                             bytes += s.msg.payload.len() as u64;

@@ -372,26 +372,39 @@ pub(crate) fn encode_envelope(
     put_uint(ENV_RETAINED, u64::from(meta.retained), buf);
 }
 
-/// Length of the record of an envelope around `msg`: the envelope framed
-/// as one element of `PublishBatch.envelopes` (key, length, envelope);
-/// with the message's own length, for [`put_record`].
-pub(crate) fn record_len(meta: &EnvelopeMeta<'_>, msg: &Message) -> (usize, usize) {
-    let message_len = message_len(msg);
-    let len = envelope_len(meta, Some(message_len));
-    (delimited_len(BATCH_ENVELOPES, len), message_len)
+/// The sizes of the record of an envelope around a message (see
+/// [`record_len`]): measured once, then written by [`put_record`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecordLen {
+    /// The whole record: key, length, envelope.
+    pub(crate) record: usize,
+    envelope: usize,
+    message: usize,
 }
 
-/// Writes the record of an envelope around `msg` (see [`record_len`]),
-/// encoded straight from the broker's [`Message`].
+/// Sizes of the record of an envelope around `msg`: the envelope framed as
+/// one element of `PublishBatch.envelopes` (key, length, envelope).
+pub(crate) fn record_len(meta: &EnvelopeMeta<'_>, msg: &Message) -> RecordLen {
+    let message = message_len(msg);
+    let envelope = envelope_len(meta, Some(message));
+    RecordLen {
+        record: delimited_len(BATCH_ENVELOPES, envelope),
+        envelope,
+        message,
+    }
+}
+
+/// Writes the record of an envelope around `msg`, of the sizes
+/// [`record_len`] measured, encoded straight from the broker's [`Message`].
 pub(crate) fn put_record(
     meta: &EnvelopeMeta<'_>,
     msg: &Message,
-    message_len: usize,
+    len: RecordLen,
     buf: &mut impl BufMut,
 ) {
     put_key(BATCH_ENVELOPES, WireType::LengthDelimited, buf);
-    put_raw_varint(envelope_len(meta, Some(message_len)) as u64, buf);
-    encode_envelope(meta, Some((msg, message_len)), buf);
+    put_raw_varint(len.envelope as u64, buf);
+    encode_envelope(meta, Some((msg, len.message)), buf);
 }
 
 /// Opens the `Link` stream with the dialer's frames already encoded (the
@@ -421,10 +434,10 @@ mod tests {
 
     /// The record of an envelope around `msg`, as the outbox keeps it.
     fn record(meta: &EnvelopeMeta<'_>, msg: &Message) -> Vec<u8> {
-        let (len, message_len) = record_len(meta, msg);
+        let len = record_len(meta, msg);
         let mut out = Vec::new();
-        put_record(meta, msg, message_len, &mut out);
-        assert_eq!(out.len(), len);
+        put_record(meta, msg, len, &mut out);
+        assert_eq!(out.len(), len.record);
         out
     }
 
@@ -434,8 +447,8 @@ mod tests {
         let mut o = Outbox::new(usize::MAX);
         for (meta, msg) in items {
             assert_eq!(o.next_seq(), meta.seq);
-            let (len, message_len) = record_len(&meta, msg);
-            o.push(len, |b| put_record(&meta, msg, message_len, b), None)
+            let len = record_len(&meta, msg);
+            o.push(len.record, |b| put_record(&meta, msg, len, b), None)
                 .expect("room");
         }
         o

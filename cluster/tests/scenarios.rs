@@ -61,14 +61,7 @@ async fn forwarding_follows_route_changes_between_messages_on_one_topic() -> Res
     sb.subscribe("r/1", QoS::AtLeastOnce).await?;
     h.routes("a", "b", &["r/1"]).await?;
     let mut pa = Mqtt::connect(h.node("a").mqtt(), "pub-a", true).await?;
-    let forwarded = || {
-        h.node("a")
-            .server
-            .metrics()
-            .cluster
-            .forwarded_messages
-            .get()
-    };
+    let forwarded = || h.node("a").forwarded();
     // Bursts: the publisher's connection moves between worker threads, so
     // several threads hold the topic's routes by the time they change.
     const BURST: usize = 20;
@@ -123,14 +116,7 @@ async fn one_read_of_publishes_to_two_nodes_arrives_in_order_with_every_puback()
     sc.subscribe("s/c", QoS::AtLeastOnce).await?;
     h.routes("a", "b", &["s/b"]).await?;
     h.routes("a", "c", &["s/c"]).await?;
-    let forwarded = || {
-        h.node("a")
-            .server
-            .metrics()
-            .cluster
-            .forwarded_messages
-            .get()
-    };
+    let forwarded = || h.node("a").forwarded();
     let before = forwarded();
 
     // A 3.1.1 CONNECT and N QoS 1 PUBLISHes, written at once.

@@ -45,6 +45,11 @@ impl Node {
     pub fn mqtt(&self) -> SocketAddr {
         self.server.tcp_addr().expect("tcp listener")
     }
+
+    /// Messages this node has forwarded to other nodes (one per target).
+    pub fn forwarded(&self) -> u64 {
+        self.server.metrics().cluster.forwarded_messages.get()
+    }
 }
 
 /// Options applied to every node.
