@@ -227,3 +227,23 @@ async fn a_client_silent_after_connack_hibernates_at_once() {
     other.ping().await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_shutting_down_leaves_this_ones_sleepers_parked() {
+    // Two nodes in one process share the hibernation thread; a 10-minute
+    // threshold, so a connection woken for nothing would stay awake.
+    let s = start_with(|c| c.limits.hibernate_after_ms = 600_000).await;
+    let other = start_with(|c| c.limits.hibernate_after_ms = 600_000).await;
+    let mut c = Raw::v4(s.addr, &uid("sleeper")).await;
+    let _o = Raw::v4(other.addr, &uid("other-sleeper")).await;
+    until_hibernated(&s, 1.0).await;
+    until_hibernated(&other, 1.0).await;
+    other.stop().await;
+    assert_eq!(
+        hibernated(s.admin()).await,
+        1.0,
+        "another node's shutdown woke this node's connection"
+    );
+    c.ping().await;
+    s.stop().await;
+}

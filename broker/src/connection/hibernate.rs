@@ -122,10 +122,65 @@ struct Sleepers {
     slots: Mutex<Slots>,
 }
 
-#[derive(Default)]
-struct Slots {
-    cells: Vec<Option<Weak<SessionCell>>>,
+/// The slab of parked sessions. Each slot counts its tenants, and an epoll
+/// token carries the tenant's number beside the key: an event read just
+/// before its connection was woken another way (and the key reused) finds
+/// a newer tenant and is ignored, instead of waking a connection that has
+/// nothing to do (which would then stay awake for a whole threshold).
+struct Slots<T = SessionCell> {
+    cells: Vec<Slot<T>>,
     free: Vec<usize>,
+}
+
+struct Slot<T> {
+    cell: Option<Weak<T>>,
+    tenant: u32,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots {
+            cells: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slots<T> {
+    /// Takes a slot for `cell`: its key and its epoll token.
+    fn insert(&mut self, cell: Weak<T>) -> (usize, Token) {
+        let key = match self.free.pop() {
+            Some(k) => k,
+            None => {
+                self.cells.push(Slot {
+                    cell: None,
+                    tenant: 0,
+                });
+                self.cells.len() - 1
+            }
+        };
+        let slot = &mut self.cells[key];
+        slot.tenant = slot.tenant.wrapping_add(1);
+        slot.cell = Some(cell);
+        (key, Token(key | (slot.tenant as usize) << 32))
+    }
+
+    /// The session an event's token names, if it still parks there.
+    fn get(&self, token: Token) -> Option<Arc<T>> {
+        let slot = self.cells.get(token.0 & 0xFFFF_FFFF)?;
+        if slot.tenant as usize != token.0 >> 32 {
+            return None;
+        }
+        slot.cell.as_ref()?.upgrade()
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(slot) = self.cells.get_mut(key) {
+            if slot.cell.take().is_some() {
+                self.free.push(key);
+            }
+        }
+    }
 }
 
 /// Started by the first connection that parks.
@@ -150,8 +205,8 @@ fn sleepers() -> &'static Sleepers {
 }
 
 /// The epoll thread: wakes the connections whose sockets became readable
-/// (or closed). A late event for a key reused since wakes another session
-/// at worst, which finds nothing parked or goes back to sleep.
+/// (or closed). Events of a slot's earlier tenant are dropped
+/// ([`Slots::get`]).
 fn watch(mut poll: Poll, sleepers: &Sleepers) {
     let mut events = Events::with_capacity(256);
     loop {
@@ -164,10 +219,7 @@ fn watch(mut poll: Poll, sleepers: &Sleepers) {
         }
         let cells: Vec<Arc<SessionCell>> = {
             let slots = sleepers.slots.lock();
-            events
-                .iter()
-                .filter_map(|e| slots.cells.get(e.token().0)?.as_ref()?.upgrade())
-                .collect()
+            events.iter().filter_map(|e| slots.get(e.token())).collect()
         };
         for cell in cells {
             cell.resume_parked();
@@ -177,27 +229,14 @@ fn watch(mut poll: Poll, sleepers: &Sleepers) {
 
 impl Sleepers {
     fn insert(&self, fd: i32, cell: &Arc<SessionCell>) -> std::io::Result<u32> {
-        let key = {
-            let mut slots = self.slots.lock();
-            let weak = Some(Arc::downgrade(cell));
-            match slots.free.pop() {
-                Some(k) => {
-                    slots.cells[k] = weak;
-                    k
-                }
-                None => {
-                    slots.cells.push(weak);
-                    slots.cells.len() - 1
-                }
-            }
-        };
+        let (key, token) = self.slots.lock().insert(Arc::downgrade(cell));
         let Ok(key32) = u32::try_from(key) else {
             self.remove(key, None);
             return Err(std::io::Error::other("too many hibernated connections"));
         };
         let registered = self
             .registry
-            .register(&mut SourceFd(&fd), Token(key), Interest::READABLE);
+            .register(&mut SourceFd(&fd), token, Interest::READABLE);
         if let Err(e) = registered {
             self.remove(key, None);
             return Err(e);
@@ -209,17 +248,15 @@ impl Sleepers {
         if let Some(fd) = fd {
             let _ = self.registry.deregister(&mut SourceFd(&fd));
         }
-        let mut slots = self.slots.lock();
-        if let Some(slot) = slots.cells.get_mut(key) {
-            *slot = None;
-            slots.free.push(key);
-        }
+        self.slots.lock().remove(key);
     }
 }
 
-/// Wakes every hibernated connection (of every listener: the others go
-/// back to sleep), for shutdown.
-pub(crate) fn wake_all() {
+/// Wakes the hibernated connections of the listener that `respawn`
+/// serves, for its shutdown. Those of other listeners (other nodes in the
+/// same process, as in tests) stay parked: woken with nothing to do, a
+/// connection would stay awake for a whole hibernation threshold.
+pub(crate) fn wake_all(respawn: &Arc<Respawn>) {
     let Some(sleepers) = SLEEPERS.get() else {
         return;
     };
@@ -228,12 +265,23 @@ pub(crate) fn wake_all() {
         slots
             .cells
             .iter()
-            .flatten()
-            .filter_map(Weak::upgrade)
+            .filter_map(|s| s.cell.as_ref()?.upgrade())
             .collect()
     };
     for cell in cells {
-        cell.resume_parked();
+        let parked = {
+            let mut st = cell.state.lock();
+            let ours =
+                (st.parked.as_ref()).is_some_and(|p| Arc::ptr_eq(&p.conn.home.respawn, respawn));
+            if ours {
+                st.take_parked(&cell)
+            } else {
+                None
+            }
+        };
+        if let Some((p, stop)) = parked {
+            (*p).resume(stop);
+        }
     }
 }
 
@@ -543,5 +591,34 @@ mod size_guard {
         println!("Parked: {size} bytes");
         // 136 B fill a 144-byte malloc chunk.
         assert!(size <= 136, "the parked record grew to {size} bytes");
+    }
+}
+
+#[cfg(test)]
+mod slots {
+    use super::Slots;
+    use std::sync::Arc;
+
+    /// An event read for a connection that was then woken another way
+    /// must not wake the next connection parked under the same key.
+    #[test]
+    fn a_stale_token_does_not_reach_the_next_tenant() {
+        let mut slots = Slots::<&str>::default();
+        let a = Arc::new("a");
+        let b = Arc::new("b");
+        let (key_a, token_a) = slots.insert(Arc::downgrade(&a));
+        assert_eq!(slots.get(token_a).as_deref(), Some(&"a"));
+        slots.remove(key_a);
+        assert!(slots.get(token_a).is_none(), "a woke after it left");
+        let (key_b, token_b) = slots.insert(Arc::downgrade(&b));
+        assert_eq!(key_a, key_b, "the key is reused");
+        assert!(slots.get(token_a).is_none(), "a's event woke b");
+        assert_eq!(slots.get(token_b).as_deref(), Some(&"b"));
+        // A second removal of a key must not free it twice.
+        slots.remove(key_b);
+        slots.remove(key_b);
+        let (k1, _) = slots.insert(Arc::downgrade(&a));
+        let (k2, _) = slots.insert(Arc::downgrade(&b));
+        assert_ne!(k1, k2);
     }
 }

@@ -233,7 +233,7 @@ impl<H: Handler> Listener<H> {
         }
         // Hibernated connections have no task to see the shutdown token:
         // they are woken to say goodbye (DISCONNECT 0x8B) like the others.
-        crate::connection::wake_all();
+        crate::connection::wake_all(&respawn);
         self.health.set(self.kind.as_str(), false);
         debug!(listener = self.kind.as_str(), "accept loop stopped");
     }
