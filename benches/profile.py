@@ -92,7 +92,7 @@ def record(a):
     use(a.dir)
     procs, port, sub = c.start_cluster()
     try:
-        perfs = [subprocess.Popen(["perf", "record", "-F", "250", "--call-graph", "dwarf,16384",
+        perfs = [subprocess.Popen(["perf", "record", "-F", os.environ.get("PERF_FREQ", "250"), "--call-graph", "dwarf,16384",
                                    "-o", f"{a.out}.n{i + 1}.data", "-p", str(procs[i].pid)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in (0, 1)]
         time.sleep(0.5)

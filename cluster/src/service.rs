@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tern_broker::admin::{answer_local, AdminAnswer, AdminQuery};
-use tern_broker::broker::Broker;
+use tern_broker::broker::{Broker, Fanout};
 use tern_broker::session::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -222,6 +222,8 @@ async fn inbound(
     }
     let broker = inner.broker();
     let stop = inner.shutdown.clone();
+    // Kept across frames for the room of its lists.
+    let mut fanout = Fanout::default();
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => break,
@@ -240,7 +242,7 @@ async fn inbound(
                 leave(&inner, &name, incarnation, l);
                 return;
             }
-            (Some(kind), Some(b)) => handle(&inner, b, &name, incarnation, kind),
+            (Some(kind), Some(b)) => handle(&inner, b, &name, incarnation, kind, &mut fanout),
             _ => None,
         };
         if let Some(r) = reply {
@@ -327,6 +329,7 @@ fn handle(
     name: &Arc<str>,
     inc: u64,
     kind: Kind,
+    fanout: &mut Fanout,
 ) -> Option<Kind> {
     match kind {
         Kind::Heartbeat(h) => Some(Kind::HeartbeatAck(pb::HeartbeatAck { sent_us: h.sent_us })),
@@ -360,9 +363,11 @@ fn handle(
                     None => b.envelopes.clear(),
                 }
             }
+            // Queued per session once the whole batch is staged.
             for env in b.envelopes {
-                deliver(broker, name, env);
+                deliver(broker, name, env, fanout);
             }
+            broker.flush_fanout(fanout);
             upto.map(|upto| Kind::Ack(pb::Ack { upto }))
         }
         Kind::RetainedSnapshot(r) => {
@@ -398,7 +403,7 @@ fn decode(m: pb::MqttMessage, from: &Arc<str>) -> Option<Message> {
     }
 }
 
-fn deliver(broker: &Broker, from: &Arc<str>, env: Received) {
+fn deliver(broker: &Broker, from: &Arc<str>, env: Received, fanout: &mut Fanout) {
     let mut msg = match env.message {
         Ok(msg) => msg,
         Err(e) => {
@@ -414,7 +419,7 @@ fn deliver(broker: &Broker, from: &Arc<str>, env: Received) {
         broker.apply_retained(msg.clone());
     }
     if env.direct || !env.groups.is_empty() {
-        broker.deliver_forwarded(&msg, env.direct, &env.groups);
+        broker.stage_forwarded(fanout, &msg, env.direct, &env.groups);
     }
 }
 

@@ -28,12 +28,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+mod fanout;
 mod manage;
 mod publish;
 mod restore;
 mod stats;
 mod transfer;
 
+pub use fanout::Fanout;
 pub use restore::Restored;
 pub use stats::SessionStats;
 

@@ -2,7 +2,7 @@
 //! (one delivery per client; one member per shared group), and the
 //! cluster's plan for shared groups and remote forwarding.
 
-use super::{with_matches, Broker};
+use super::{with_matches, Broker, Fanout};
 use crate::auth::BoxFuture;
 use crate::codec::QoS;
 use crate::config::SharedPolicy;
@@ -65,29 +65,17 @@ impl Broker {
     /// subscribers if `direct`, and to one local member of each named
     /// shared group `(group, filter)`. Neither forwarded again nor stored
     /// as retained (the origin replicates retained messages separately).
+    /// Returns the number of sessions reached. A run of forwarded messages
+    /// goes through a [`Fanout`] instead.
     pub fn deliver_forwarded(
         &self,
         msg: &Arc<Message>,
         direct: bool,
         shared: &[(Arc<str>, Arc<str>)],
     ) -> usize {
-        with_matches(|m| {
-            self.subs.matches(&msg.topic, m);
-            let mut n = if direct {
-                self.deliver_direct(msg, &mut m.direct)
-            } else {
-                0
-            };
-            for group in m.shared.iter() {
-                if shared
-                    .iter()
-                    .any(|(g, f)| *g == group.group && *f == group.filter)
-                {
-                    n += usize::from(self.deliver_shared(msg, group));
-                }
-            }
-            n
-        })
+        let mut fanout = Fanout::default();
+        self.stage_forwarded(&mut fanout, msg, direct, shared);
+        self.flush_fanout(&mut fanout)
     }
 
     /// Stores a retained message, or a deletion (empty payload) as a
@@ -158,39 +146,27 @@ impl Broker {
     /// the highest QoS, and (5.0) every subscription identifier.
     fn deliver_direct(&self, msg: &Arc<Message>, direct: &mut [(ClientId, SubEntry)]) -> usize {
         direct.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut n = 0;
-        for group in direct.chunk_by(|a, b| a.0 == b.0) {
-            let client = &group[0].0;
-            let mut qos = None;
-            let mut retain = false;
-            let mut sub_ids = Vec::new();
-            for (_, e) in group {
-                if e.options.no_local && msg.origin.as_ref() == Some(client) {
-                    continue;
-                }
-                qos = qos.max(Some(msg.qos.min(e.options.qos)));
-                retain |= e.options.retain_as_published && msg.retain;
-                sub_ids.extend(e.identifier);
-            }
-            if let Some(qos) = qos {
-                let d = Delivery {
-                    msg: msg.clone(),
-                    qos,
-                    retain,
-                    sub_ids,
-                };
-                n += usize::from(self.deliver(client, d));
-            }
-        }
-        n
+        direct_deliveries(msg, direct, |client, d| self.deliver(client, d))
     }
 
     /// Exactly one member of a shared group gets the message: by the
     /// configured policy, among online members when there are any.
     fn deliver_shared(&self, msg: &Arc<Message>, group: &SharedMatch) -> bool {
+        match self.shared_pick(msg, group) {
+            Some((client, d)) => self.deliver(client, d),
+            None => false,
+        }
+    }
+
+    /// The member of `group` that gets `msg`, and its delivery.
+    pub(super) fn shared_pick<'g>(
+        &self,
+        msg: &Arc<Message>,
+        group: &'g SharedMatch,
+    ) -> Option<(&'g ClientId, Delivery)> {
         let members = &group.members;
         if members.is_empty() {
-            return false;
+            return None;
         }
         let start = match self.config.mqtt.shared_subscription_policy {
             SharedPolicy::Random => rand::random::<usize>(),
@@ -211,53 +187,110 @@ impl Broker {
             retain: e.options.retain_as_published && msg.retain,
             sub_ids: e.identifier.into_iter().collect(),
         };
-        self.deliver(client, d)
+        Some((client, d))
     }
 
     /// Queues `d` for `client`'s session and wakes its connection.
     pub fn deliver(&self, client: &str, d: Delivery) -> bool {
+        self.deliver_all(client, std::iter::once(d)) > 0
+    }
+
+    /// Queues `ds` in order for `client`'s session, under one lock, and
+    /// wakes its connection once. Returns how many it took (queued, or
+    /// dropped by the queue's policy); none when the session is gone.
+    pub(super) fn deliver_all(
+        &self,
+        client: &str,
+        ds: impl IntoIterator<Item = Delivery>,
+    ) -> usize {
         let Some(cell) = self.session(client) else {
-            return false;
+            return 0;
         };
         let mut st = cell.state.lock();
         if st.ended {
-            return false;
+            return 0;
         }
         let online = st.owner.is_some();
-        let qos = d.qos;
-        let mut limit = if online {
+        let base = if online {
             self.knobs.max_online_messages()
         } else {
             self.knobs.max_offline_messages()
         };
-        // Backpressure (see `limits`): QoS 1/2 to a full online queue is
-        // kept, up to the headroom, and the publisher is told to slow down.
-        let full = online && qos != QoS::AtMostOnce && st.queue_len() >= limit;
-        if full {
-            limit = limit.saturating_add(self.knobs.qos_queue_headroom());
+        let (mut taken, mut queued, mut full_queued) = (0, false, false);
+        let (mut dropped, mut dropped_qos) = (0u64, QoS::AtMostOnce);
+        for d in ds {
+            let qos = d.qos;
+            // Backpressure (see `limits`): QoS 1/2 to a full online queue
+            // is kept, up to the headroom, and the publisher is told to
+            // slow down.
+            let full = online && qos != QoS::AtMostOnce && st.queue_len() >= base;
+            let limit = match full {
+                true => base.saturating_add(self.knobs.qos_queue_headroom()),
+                false => base,
+            };
+            match st.enqueue(d, online, limit, self.config.mqtt.queue_drop_policy) {
+                Enqueued::Queued => {
+                    taken += 1;
+                    queued = true;
+                    full_queued |= full;
+                }
+                Enqueued::Dropped => {
+                    taken += 1;
+                    dropped += 1;
+                    dropped_qos = dropped_qos.max(qos);
+                }
+                Enqueued::Skipped => {}
+            }
         }
-        let outcome = st.enqueue(d, online, limit, self.config.mqtt.queue_drop_policy);
         drop(st);
-        if full && outcome == Enqueued::Queued {
+        if full_queued {
             crate::limits::note_full(&cell);
         }
-        match outcome {
-            Enqueued::Queued => {
-                if online {
-                    cell.wake();
-                }
-                true
+        if dropped > 0 {
+            self.metrics.queue_drops.inc_by(dropped);
+            if dropped_qos == QoS::AtMostOnce {
+                tracing::debug!(client_id = %client, dropped, "queue full, message dropped");
+            } else {
+                tracing::warn!(client_id = %client, online, limit = base, dropped, "queue full, QoS 1/2 message dropped");
             }
-            Enqueued::Dropped => {
-                self.metrics.queue_drops.inc();
-                if qos == QoS::AtMostOnce {
-                    tracing::debug!(client_id = %client, "queue full, message dropped");
-                } else {
-                    tracing::warn!(client_id = %client, online, limit, "queue full, QoS 1/2 message dropped");
-                }
-                true
+        }
+        if queued && online {
+            cell.wake();
+        }
+        taken
+    }
+}
+
+/// The deliveries of `msg` to the clients of `direct` (sorted by client),
+/// one per client, given to `sink`; returns how many it took.
+pub(super) fn direct_deliveries(
+    msg: &Arc<Message>,
+    direct: &[(ClientId, SubEntry)],
+    mut sink: impl FnMut(&ClientId, Delivery) -> bool,
+) -> usize {
+    let mut n = 0;
+    for group in direct.chunk_by(|a, b| a.0 == b.0) {
+        let client = &group[0].0;
+        let mut qos = None;
+        let mut retain = false;
+        let mut sub_ids = Vec::new();
+        for (_, e) in group {
+            if e.options.no_local && msg.origin.as_ref() == Some(client) {
+                continue;
             }
-            Enqueued::Skipped => false,
+            qos = qos.max(Some(msg.qos.min(e.options.qos)));
+            retain |= e.options.retain_as_published && msg.retain;
+            sub_ids.extend(e.identifier);
+        }
+        if let Some(qos) = qos {
+            let d = Delivery {
+                msg: msg.clone(),
+                qos,
+                retain,
+                sub_ids,
+            };
+            n += usize::from(sink(client, d));
         }
     }
+    n
 }

@@ -231,3 +231,59 @@ fn a_retained_delete_is_remembered_against_stale_copies() {
         "the live message has no expiry"
     );
 }
+
+/// A mesh batch's deliveries go through a `Fanout`: many sessions (past
+/// its scan limit), reached by interleaved runs of messages on several
+/// topics and a shared group, each get exactly their messages, in order,
+/// and nothing is queued before the flush.
+#[test]
+fn a_fanout_delivers_each_sessions_messages_in_order() {
+    let b = broker();
+    let cells: Vec<_> = (0..40)
+        .map(|i| online(&b, &format!("c{i}"), &[&format!("t/{}", i % 4)]).0)
+        .collect();
+    let (member, _) = online(&b, "m", &["$share/g/t/+"]);
+    let group = [("g".into(), "t/+".into())];
+    let mut f = Fanout::default();
+    let mut sent = Vec::new();
+    for n in 0..200 {
+        let topic = format!("t/{}", (n / 3) % 4);
+        let payload: &'static [u8] = format!("{n}").into_bytes().leak();
+        let m = msg(&topic, payload, QoS::AtLeastOnce, false);
+        b.stage_forwarded(&mut f, &m, true, if n % 2 == 0 { &group } else { &[] });
+        sent.push((topic, n.to_string()));
+    }
+    assert!(
+        cells.iter().all(|c| queued(c).is_empty()),
+        "queued before the flush"
+    );
+    assert_eq!(b.flush_fanout(&mut f), 200 * 10 + 100);
+    for (i, c) in cells.iter().enumerate() {
+        let topic = format!("t/{}", i % 4);
+        let want: Vec<&String> = sent
+            .iter()
+            .filter(|(t, _)| *t == topic)
+            .map(|(_, n)| n)
+            .collect();
+        let got = queued(c);
+        assert_eq!(got.iter().collect::<Vec<_>>(), want, "session c{i}");
+    }
+    let even: Vec<String> = (0..200).step_by(2).map(|n: i32| n.to_string()).collect();
+    assert_eq!(queued(&member), even, "the shared member");
+}
+
+/// The fanout's match of a topic does not outlive its flush: a session
+/// that subscribes between two batches gets the second one's message.
+#[test]
+fn a_fanout_matches_again_after_its_flush() {
+    let b = broker();
+    let (first, _) = online(&b, "first", &["t/x"]);
+    let mut f = Fanout::default();
+    b.stage_forwarded(&mut f, &msg("t/x", b"1", QoS::AtMostOnce, false), true, &[]);
+    b.flush_fanout(&mut f);
+    let (late, _) = online(&b, "late", &["t/x"]);
+    b.stage_forwarded(&mut f, &msg("t/x", b"2", QoS::AtMostOnce, false), true, &[]);
+    b.flush_fanout(&mut f);
+    assert_eq!(queued(&first), ["1", "2"]);
+    assert_eq!(queued(&late), ["2"]);
+}
