@@ -6,7 +6,7 @@ use crate::convert::session_from_pb;
 use crate::node::{Cluster, Inner, Peer};
 use crate::pb;
 use crate::shared::{pick, Pick};
-use crate::wire::{put_record, record_len, EnvelopeMeta};
+use crate::wire::{put_record, put_record_of, put_rest, record_len, rest_len, EnvelopeMeta};
 use futures_util::future::join_all;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -26,12 +26,26 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of one `Admin` call: a slow peer is listed as missing.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Target {
     direct: bool,
     /// (group, filter) pairs.
     groups: Vec<(Arc<str>, Arc<str>)>,
     retained: bool,
+}
+
+impl Target {
+    /// The envelope's fields besides its message and sequence number. The
+    /// origin node is left out for a local publish: the receiver takes the
+    /// link's peer.
+    fn meta(&self) -> EnvelopeMeta<'_> {
+        EnvelopeMeta {
+            seq: 0,
+            direct: self.direct,
+            groups: &self.groups,
+            retained: self.retained,
+        }
+    }
 }
 
 /// The peers a topic's ordinary routes lead to, as of one generation of
@@ -62,25 +76,44 @@ thread_local! {
 /// This thread's staged forwards: the batch's target peers, each held
 /// once (a reference count per message on a peer that every publisher
 /// thread shares would move its cache line between threads), and the
-/// messages in order.
+/// envelopes in order, already encoded but for their sequence numbers
+/// (which the outbox gives at the flush). The messages are not kept: the
+/// publisher's connection frees each one as soon as it is published, so
+/// the allocator hands the same memory to the next (freed in a batch at
+/// the flush, hundreds of messages overflowed its per-thread cache).
 struct Staging {
     peers: Vec<Arc<Peer>>,
     entries: Vec<Staged>,
+    /// The envelopes' rests ([`put_rest`]), one after the other.
+    rests: Vec<u8>,
 }
 
-/// One message for one peer (an index into [`Staging::peers`]).
+/// One envelope for one peer (an index into [`Staging::peers`]).
 struct Staged {
     peer: usize,
-    msg: Arc<Message>,
-    target: Target,
+    body: Body,
+    /// Payload bytes, for the metrics.
+    payload: usize,
     waiter: Option<oneshot::Sender<()>>,
 }
+
+enum Body {
+    /// Its rest, in [`Staging::rests`].
+    Rest { start: usize, end: usize },
+    /// A large message, written once, at the flush, straight into the
+    /// outbox (not copied twice through a rest).
+    Large { msg: Arc<Message>, target: Target },
+}
+
+/// Payloads from this size on are staged as [`Body::Large`].
+const LARGE: usize = 4096;
 
 impl Staging {
     const fn new() -> Staging {
         Staging {
             peers: Vec::new(),
             entries: Vec::new(),
+            rests: Vec::new(),
         }
     }
 
@@ -89,7 +122,7 @@ impl Staging {
         &mut self,
         peer: &Arc<Peer>,
         msg: &Arc<Message>,
-        target: Target,
+        target: &Target,
     ) -> Option<oneshot::Receiver<()>> {
         let index = match self.peers.iter().position(|p| Arc::ptr_eq(p, peer)) {
             Some(i) => i,
@@ -105,10 +138,23 @@ impl Staging {
                 (Some(tx), Some(rx))
             }
         };
+        let body = if msg.payload.len() >= LARGE {
+            Body::Large {
+                msg: msg.clone(),
+                target: target.clone(),
+            }
+        } else {
+            let start = self.rests.len();
+            put_rest(&target.meta(), msg, &mut self.rests);
+            Body::Rest {
+                start,
+                end: self.rests.len(),
+            }
+        };
         self.entries.push(Staged {
             peer: index,
-            msg: msg.clone(),
-            target,
+            body,
+            payload: msg.payload.len(),
             waiter,
         });
         ack
@@ -117,6 +163,8 @@ impl Staging {
 
 /// Staged entries whose room the list keeps between batches.
 const STAGED_KEEP: usize = 4096;
+/// Bytes of staged rests whose room is kept between batches.
+const RESTS_KEEP: usize = 1 << 20;
 
 /// `node`'s target in `targets`, added if absent.
 fn entry<'a>(
@@ -238,7 +286,7 @@ impl Cluster {
                             direct: true,
                             ..Target::default()
                         };
-                        acks.extend(staged.add(p, msg, t));
+                        acks.extend(staged.add(p, msg, &t));
                     }
                 });
                 Some(acks)
@@ -258,7 +306,7 @@ impl Cluster {
         STAGED.with(|staged| {
             let mut staged = staged.borrow_mut();
             for (peer, target) in targets.drain(..) {
-                acks.extend(staged.add(&peer, msg, target));
+                acks.extend(staged.add(&peer, msg, &target));
             }
         });
         acks
@@ -285,23 +333,27 @@ impl Cluster {
             let (mut pushed, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
             {
                 let mut outbox = peer.outbox.lock();
-                // Encoded straight from the message, in the order staged
-                // (no `pb::MqttMessage`); the origin node is left out for
-                // a local publish: the receiver takes the link's peer.
+                // Numbered and framed in the order staged.
                 for s in staged.entries.iter_mut().filter(|s| s.peer == index) {
                     let waiter = s.waiter.take().filter(|_| up);
-                    let meta = EnvelopeMeta {
-                        seq: outbox.next_seq(),
-                        direct: s.target.direct,
-                        groups: &s.target.groups,
-                        retained: s.target.retained,
+                    let seq = outbox.next_seq();
+                    let pushed_one = match &s.body {
+                        Body::Rest { start, end } => {
+                            let rest = &staged.rests[*start..*end];
+                            let write = |buf: &mut _| put_record(seq, rest, buf);
+                            outbox.push(record_len(seq, rest.len()), write, waiter)
+                        }
+                        Body::Large { msg, target } => {
+                            let meta = target.meta();
+                            let rest = rest_len(&meta, msg);
+                            let write = |buf: &mut _| put_record_of(seq, &meta, msg, rest, buf);
+                            outbox.push(record_len(seq, rest), write, waiter)
+                        }
                     };
-                    let len = record_len(&meta, &s.msg);
-                    let write = |buf: &mut _| put_record(&meta, &s.msg, len, buf);
-                    match outbox.push(len.record, write, waiter) {
+                    match pushed_one {
                         Ok(_) => {
                             pushed += 1;
-                            bytes += s.msg.payload.len() as u64;
+                            bytes += s.payload as u64;
                         }
                         Err(_) => dropped += 1,
                     }
@@ -321,9 +373,10 @@ impl Cluster {
         }
         staged.peers.clear();
         staged.entries.clear();
+        staged.rests.clear();
         // The lists keep their room for the next batch, unless a burst
         // made them large.
-        if staged.entries.capacity() <= STAGED_KEEP {
+        if staged.entries.capacity() <= STAGED_KEEP && staged.rests.capacity() <= RESTS_KEEP {
             STAGED.with(|s| {
                 let mut s = s.borrow_mut();
                 if s.entries.is_empty() {

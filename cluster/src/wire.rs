@@ -357,6 +357,16 @@ pub(crate) fn encode_envelope(
     buf: &mut impl BufMut,
 ) {
     put_uint(ENV_SEQ, meta.seq, buf);
+    encode_envelope_rest(meta, msg, buf);
+}
+
+/// Writes the fields of an `Envelope` that follow its sequence number
+/// (`meta.seq` is not used).
+fn encode_envelope_rest(
+    meta: &EnvelopeMeta<'_>,
+    msg: Option<(&Message, usize)>,
+    buf: &mut impl BufMut,
+) {
     if let Some((msg, len)) = msg {
         put_key(ENV_MESSAGE, WireType::LengthDelimited, buf);
         put_raw_varint(len as u64, buf);
@@ -372,39 +382,54 @@ pub(crate) fn encode_envelope(
     put_uint(ENV_RETAINED, u64::from(meta.retained), buf);
 }
 
-/// The sizes of the record of an envelope around a message (see
-/// [`record_len`]): measured once, then written by [`put_record`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RecordLen {
-    /// The whole record: key, length, envelope.
-    pub(crate) record: usize,
-    envelope: usize,
-    message: usize,
+/// Writes what follows the sequence number in the envelope around `msg`:
+/// its *rest*, encoded straight from the broker's [`Message`] when the
+/// forward is staged. The outbox numbers the envelope later, under its
+/// lock, and writes the record ([`put_record`]); the message itself need
+/// not live until then.
+pub(crate) fn put_rest(meta: &EnvelopeMeta<'_>, msg: &Message, buf: &mut impl BufMut) {
+    encode_envelope_rest(meta, Some((msg, message_len(msg))), buf);
 }
 
-/// Sizes of the record of an envelope around `msg`: the envelope framed as
-/// one element of `PublishBatch.envelopes` (key, length, envelope).
-pub(crate) fn record_len(meta: &EnvelopeMeta<'_>, msg: &Message) -> RecordLen {
-    let message = message_len(msg);
-    let envelope = envelope_len(meta, Some(message));
-    RecordLen {
-        record: delimited_len(BATCH_ENVELOPES, envelope),
-        envelope,
-        message,
-    }
+/// Length of the record of the envelope numbered `seq` whose rest is
+/// `rest` bytes long: the envelope framed as one element of
+/// `PublishBatch.envelopes` (key, length, envelope).
+pub(crate) fn record_len(seq: u64, rest: usize) -> usize {
+    delimited_len(BATCH_ENVELOPES, uint_len(ENV_SEQ, seq) + rest)
 }
 
-/// Writes the record of an envelope around `msg`, of the sizes
-/// [`record_len`] measured, encoded straight from the broker's [`Message`].
-pub(crate) fn put_record(
+/// Writes the record of the envelope numbered `seq` around `rest` (see
+/// [`put_rest`], [`record_len`]).
+pub(crate) fn put_record(seq: u64, rest: &[u8], buf: &mut impl BufMut) {
+    put_record_head(seq, rest.len(), buf);
+    buf.put_slice(rest);
+}
+
+/// The length of the rest of the envelope around `msg` (see [`put_rest`]).
+pub(crate) fn rest_len(meta: &EnvelopeMeta<'_>, msg: &Message) -> usize {
+    let meta = EnvelopeMeta { seq: 0, ..*meta };
+    envelope_len(&meta, Some(message_len(msg)))
+}
+
+/// Writes the record of the envelope numbered `seq` around `msg` (whose
+/// [`rest_len`] is given) straight from the message: for large payloads,
+/// copied once rather than through a staged rest.
+pub(crate) fn put_record_of(
+    seq: u64,
     meta: &EnvelopeMeta<'_>,
     msg: &Message,
-    len: RecordLen,
+    rest_len: usize,
     buf: &mut impl BufMut,
 ) {
+    put_record_head(seq, rest_len, buf);
+    put_rest(meta, msg, buf);
+}
+
+/// A record's key, length and sequence number.
+fn put_record_head(seq: u64, rest_len: usize, buf: &mut impl BufMut) {
     put_key(BATCH_ENVELOPES, WireType::LengthDelimited, buf);
-    put_raw_varint(len.envelope as u64, buf);
-    encode_envelope(meta, Some((msg, len.message)), buf);
+    put_raw_varint((uint_len(ENV_SEQ, seq) + rest_len) as u64, buf);
+    put_uint(ENV_SEQ, seq, buf);
 }
 
 /// Opens the `Link` stream with the dialer's frames already encoded (the
@@ -434,10 +459,14 @@ mod tests {
 
     /// The record of an envelope around `msg`, as the outbox keeps it.
     fn record(meta: &EnvelopeMeta<'_>, msg: &Message) -> Vec<u8> {
-        let len = record_len(meta, msg);
+        let mut rest = Vec::new();
+        put_rest(meta, msg, &mut rest);
         let mut out = Vec::new();
-        put_record(meta, msg, len, &mut out);
-        assert_eq!(out.len(), len.record);
+        put_record(meta.seq, &rest, &mut out);
+        assert_eq!(out.len(), record_len(meta.seq, rest.len()));
+        let mut direct = Vec::new();
+        put_record_of(meta.seq, meta, msg, rest_len(meta, msg), &mut direct);
+        assert_eq!(direct, out, "written from the message or from its rest");
         out
     }
 
@@ -447,8 +476,10 @@ mod tests {
         let mut o = Outbox::new(usize::MAX);
         for (meta, msg) in items {
             assert_eq!(o.next_seq(), meta.seq);
-            let len = record_len(&meta, msg);
-            o.push(len.record, |b| put_record(&meta, msg, len, b), None)
+            let mut rest = Vec::new();
+            put_rest(&meta, msg, &mut rest);
+            let len = record_len(meta.seq, rest.len());
+            o.push(len, |b| put_record(meta.seq, &rest, b), None)
                 .expect("room");
         }
         o
