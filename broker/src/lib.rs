@@ -29,6 +29,7 @@ pub mod knobs;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod recycle;
 pub mod retained;
 pub mod routes;
 pub mod server;

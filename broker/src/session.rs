@@ -449,7 +449,9 @@ impl SessionData {
         match self.position(pkid) {
             Some(i) if matches!(&self.inflight[i].1, Inflight::Sent(d) if d.qos == QoS::AtLeastOnce) =>
             {
-                self.inflight.remove(i);
+                if let Some((_, Inflight::Sent(d))) = self.inflight.remove(i) {
+                    crate::recycle::release(d.msg);
+                }
                 true
             }
             _ => false,

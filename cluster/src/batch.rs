@@ -390,7 +390,7 @@ impl Batch {
         let message = match (fields, &groups) {
             (None, _) => Err(Invalid("no message")),
             (_, None) => Err(Invalid("shared group not UTF-8")),
-            (Some(f), Some(_)) => f.message(frame, names).map(Arc::new),
+            (Some(f), Some(_)) => f.message(frame, names).map(tern_broker::recycle::make),
         };
         Ok(Received {
             seq,

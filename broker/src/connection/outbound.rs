@@ -38,6 +38,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             }
             for (d, pkid) in batch.drain(..) {
                 self.write_publish(&d, pkid, false, now);
+                crate::recycle::release(d.msg);
             }
         }
     }

@@ -1,0 +1,142 @@
+//! Message allocations handed back for reuse, on a node that receives
+//! messages from the cluster mesh.
+//!
+//! There, one task decodes every forwarded message and the subscribers'
+//! connections, on the other worker threads, free them once written. The
+//! allocator then serves the decoder from a shared arena, under its lock,
+//! for nearly every message: the freed memory lands in the other threads'
+//! caches. Instead, the connection that holds a message last gives it
+//! back here ([`release`]), in runs of [`RUN`] through one shared list,
+//! and the decoder builds the next messages in those allocations
+//! ([`make`]). Off (and a plain free) until a node enables it ([`enable`]).
+
+use crate::session::Message;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Messages a thread gathers before it passes them on, in one lock.
+const RUN: usize = 128;
+/// Runs the shared list holds at most; beyond, freed messages are freed.
+const RUNS: usize = 32;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static RUNS_READY: Mutex<Vec<Vec<Arc<Message>>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// Given back on this thread, not yet passed on.
+    static FREED: RefCell<Vec<Arc<Message>>> = const { RefCell::new(Vec::new()) };
+    /// Taken from the shared list, for this thread's next messages.
+    static READY: RefCell<Vec<Arc<Message>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Turns recycling on for this process (a node that takes part in a
+/// cluster).
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Done with `msg`: if this was its last holder, its allocation goes back
+/// for reuse (its payload and properties are let go at once, so a message
+/// waiting here holds no buffer). Otherwise, or when recycling is off,
+/// this is a plain drop.
+pub fn release(mut msg: Arc<Message>) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(m) = Arc::get_mut(&mut msg) else {
+        return;
+    };
+    m.payload = Bytes::new();
+    m.properties = Default::default();
+    let run = FREED.with(|f| {
+        let mut f = f.borrow_mut();
+        f.push(msg);
+        (f.len() >= RUN).then(|| std::mem::take(&mut *f))
+    });
+    if let Some(run) = run {
+        let mut ready = RUNS_READY.lock();
+        if ready.len() < RUNS {
+            ready.push(run);
+            return;
+        }
+        // Nobody takes them (a node that only publishes): freed, outside
+        // the lock.
+        drop(ready);
+        drop(run);
+    }
+}
+
+/// `msg` in an allocation given back earlier, when there is one (this
+/// thread's own first, then a run passed on by another); a new one
+/// otherwise.
+pub fn make(msg: Message) -> Arc<Message> {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return Arc::new(msg);
+    }
+    let reused = FREED
+        .with(|f| f.borrow_mut().pop())
+        .or_else(|| READY.with(|r| r.borrow_mut().pop()))
+        .or_else(|| {
+            let run = RUNS_READY.lock().pop()?;
+            READY.with(|r| {
+                let mut r = r.borrow_mut();
+                *r = run;
+                r.pop()
+            })
+        });
+    match reused {
+        Some(mut arc) => match Arc::get_mut(&mut arc) {
+            // The old message's names are let go here.
+            Some(slot) => {
+                *slot = msg;
+                arc
+            }
+            None => Arc::new(msg),
+        },
+        None => Arc::new(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Properties, QoS};
+
+    fn message(payload: &'static [u8]) -> Message {
+        Message::new(
+            "t".into(),
+            Bytes::from_static(payload),
+            QoS::AtMostOnce,
+            false,
+            &Properties::default(),
+        )
+    }
+
+    /// Only a last holder gives a message back, without its payload; the
+    /// next message made on the thread takes its allocation.
+    #[test]
+    fn a_last_holder_gives_back_and_the_next_message_reuses() {
+        enable();
+        let shared = Arc::new(message(b"kept"));
+        let other = shared.clone();
+        release(shared);
+        assert_eq!(&other.payload[..], b"kept", "another holder keeps it");
+        let last = Arc::new(message(b"old"));
+        let addr = Arc::as_ptr(&last);
+        release(last);
+        let m = make(message(b"new"));
+        assert_eq!(&m.payload[..], b"new");
+        assert_eq!(Arc::as_ptr(&m), addr, "the allocation was reused");
+        // A run goes to the shared list (or is freed, if it is full): what
+        // comes back from anywhere holds the new contents only.
+        for _ in 0..RUN {
+            release(Arc::new(message(b"old")));
+        }
+        for _ in 0..RUN {
+            assert_eq!(&make(message(b"new")).payload[..], b"new");
+        }
+    }
+}
