@@ -7,7 +7,8 @@
       generator, during one pairs run each.
   profile.py record [--qos Q] [--dir RELEASE_DIR] [--messages N] [--out PREFIX]
       perf record --call-graph dwarf of cluster nodes 1 and 2 during one pairs
-      run (PREFIX.n1.data, PREFIX.n2.data).
+      run (PREFIX.n1.data, PREFIX.n2.data); PERF_FREQ sets the sampling rate
+      (250 Hz by default).
   profile.py callees DATA SYMBOL
       for samples whose stack holds SYMBOL: the frames right below it, as % of
       all samples (what a function's time is made of).
