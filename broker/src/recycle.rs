@@ -1,20 +1,19 @@
-//! Message allocations handed back for reuse, on a node that receives
-//! messages from the cluster mesh.
+//! Message allocations handed back for reuse.
 //!
-//! There, one task decodes every forwarded message and the subscribers'
-//! connections, on the other worker threads, free them once written. The
-//! allocator then serves the decoder from a shared arena, under its lock,
-//! for nearly every message: the freed memory lands in the other threads'
-//! caches. Instead, the connection that holds a message last gives it
-//! back here ([`release`]), in runs of [`RUN`] through one shared list,
-//! and the decoder builds the next messages in those allocations
-//! ([`make`]). Off (and a plain free) until a node enables it ([`enable`]).
+//! A message is made on one thread (the publisher's connection, or the
+//! task that decodes what the cluster mesh forwards) and freed on another
+//! (the subscriber's connection, once written or acknowledged). glibc's
+//! per-thread caches then never see the memory come back: the maker is
+//! served from its arena, under a lock that the other threads' frees take
+//! too, for nearly every message. Instead, the connection that holds a
+//! message last gives it back here ([`release`]), in runs of [`RUN`]
+//! through one shared list, and the next messages are built in those
+//! allocations ([`make`]).
 
 use crate::session::Message;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Messages a thread gathers before it passes them on, in one lock.
@@ -22,7 +21,6 @@ const RUN: usize = 128;
 /// Runs the shared list holds at most; beyond, freed messages are freed.
 const RUNS: usize = 32;
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
 static RUNS_READY: Mutex<Vec<Vec<Arc<Message>>>> = Mutex::new(Vec::new());
 
 thread_local! {
@@ -32,20 +30,10 @@ thread_local! {
     static READY: RefCell<Vec<Arc<Message>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Turns recycling on for this process (a node that takes part in a
-/// cluster).
-pub fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
-}
-
 /// Done with `msg`: if this was its last holder, its allocation goes back
 /// for reuse (its payload and properties are let go at once, so a message
-/// waiting here holds no buffer). Otherwise, or when recycling is off,
-/// this is a plain drop.
+/// waiting here holds no buffer). Otherwise this is a plain drop.
 pub fn release(mut msg: Arc<Message>) {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return;
-    }
     let Some(m) = Arc::get_mut(&mut msg) else {
         return;
     };
@@ -62,8 +50,8 @@ pub fn release(mut msg: Arc<Message>) {
             ready.push(run);
             return;
         }
-        // Nobody takes them (a node that only publishes): freed, outside
-        // the lock.
+        // More given back than taken (messages made before a burst of
+        // deliveries): freed, outside the lock.
         drop(ready);
         drop(run);
     }
@@ -73,9 +61,6 @@ pub fn release(mut msg: Arc<Message>) {
 /// thread's own first, then a run passed on by another); a new one
 /// otherwise.
 pub fn make(msg: Message) -> Arc<Message> {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return Arc::new(msg);
-    }
     let reused = FREED
         .with(|f| f.borrow_mut().pop())
         .or_else(|| READY.with(|r| r.borrow_mut().pop()))
@@ -119,7 +104,6 @@ mod tests {
     /// next message made on the thread takes its allocation.
     #[test]
     fn a_last_holder_gives_back_and_the_next_message_reuses() {
-        enable();
         let shared = Arc::new(message(b"kept"));
         let other = shared.clone();
         release(shared);

@@ -314,8 +314,6 @@ impl Cluster {
             .await
             .map_err(|source| Error::Bind { addr, source })?;
         let _ = inner.bound.set(bound.clone());
-        // Forwarded messages arrive here: their allocations are reused.
-        tern_broker::recycle::enable();
         crate::service::spawn(inner.clone(), incoming);
         let mut watch = peers.watch();
         let weak = Arc::downgrade(inner);

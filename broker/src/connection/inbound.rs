@@ -219,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
         let mut msg = Message::new(topic, p.payload, p.qos, p.retain, &p.properties);
         msg.origin = Some(self.client_id.clone());
-        let msg = Arc::new(msg);
+        let msg = crate::recycle::make(msg);
         match p.qos {
             QoS::AtMostOnce => {
                 self.broker.publish(msg);
