@@ -106,6 +106,7 @@ impl Broker {
     /// Returns the number of deliveries taken (see [`Broker::deliver`]).
     pub fn flush_fanout(&self, f: &mut Fanout) -> usize {
         f.topic = None;
+        f.matches.clear();
         f.index.clear();
         let mut n = 0;
         for (client, ds) in f.sessions.drain(..) {
