@@ -20,6 +20,10 @@ use std::sync::Arc;
 const RUN: usize = 128;
 /// Runs the shared list holds at most; beyond, freed messages are freed.
 const RUNS: usize = 32;
+/// Bytes of topic and client id a message given back may hold: what
+/// waits here stays small (at most `RUNS × RUN` messages, and `RUN` per
+/// thread twice).
+const NAMES_MAX: usize = 256;
 
 static RUNS_READY: Mutex<Vec<Vec<Arc<Message>>>> = Mutex::new(Vec::new());
 
@@ -37,6 +41,12 @@ pub fn release(mut msg: Arc<Message>) {
     let Some(m) = Arc::get_mut(&mut msg) else {
         return;
     };
+    // The names stay until the allocation is reused: long ones are not
+    // kept waiting (a topic may be 64 KiB).
+    let names = m.topic.len() + m.origin.as_ref().map_or(0, |o| o.len());
+    if names > NAMES_MAX {
+        return;
+    }
     m.payload = Bytes::new();
     m.properties = Default::default();
     let run = FREED.with(|f| {
@@ -114,6 +124,16 @@ mod tests {
         let m = make(message(b"new"));
         assert_eq!(&m.payload[..], b"new");
         assert_eq!(Arc::as_ptr(&m), addr, "the allocation was reused");
+        // A long topic is not kept waiting.
+        let mut long = message(b"old");
+        long.topic = "t/".repeat(NAMES_MAX).into();
+        let before = FREED.with(|f| f.borrow().len());
+        release(Arc::new(long));
+        assert_eq!(
+            FREED.with(|f| f.borrow().len()),
+            before,
+            "a long topic was kept"
+        );
         // A run goes to the shared list (or is freed, if it is full): what
         // comes back from anywhere holds the new contents only.
         for _ in 0..RUN {
