@@ -121,6 +121,9 @@ mod tests {
         let last = Arc::new(message(b"old"));
         let addr = Arc::as_ptr(&last);
         release(last);
+        // (The address alone would not tell: the allocator may hand a
+        // freed chunk straight back.)
+        assert_eq!(FREED.with(|f| f.borrow().len()), 1, "given back");
         let m = make(message(b"new"));
         assert_eq!(&m.payload[..], b"new");
         assert_eq!(Arc::as_ptr(&m), addr, "the allocation was reused");
@@ -139,6 +142,7 @@ mod tests {
         for _ in 0..RUN {
             release(Arc::new(message(b"old")));
         }
+        assert_eq!(FREED.with(|f| f.borrow().len()), 0, "the run was passed on");
         for _ in 0..RUN {
             assert_eq!(&make(message(b"new")).payload[..], b"new");
         }

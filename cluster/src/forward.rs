@@ -345,9 +345,9 @@ impl Cluster {
                         }
                         Body::Large { msg, target } => {
                             let meta = target.meta();
-                            let rest = rest_len(&meta, msg);
-                            let write = |buf: &mut _| put_record_of(seq, &meta, msg, rest, buf);
-                            outbox.push(record_len(seq, rest), write, waiter)
+                            let len = rest_len(&meta, msg);
+                            let write = |buf: &mut _| put_record_of(seq, &meta, msg, len, buf);
+                            outbox.push(record_len(seq, len.rest), write, waiter)
                         }
                     };
                     match pushed_one {

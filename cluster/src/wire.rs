@@ -338,8 +338,12 @@ fn group_len(group: &str, filter: &str) -> usize {
 /// Length of an `Envelope` whose message encodes in `message_len` bytes
 /// (`None`: no message field).
 pub(crate) fn envelope_len(meta: &EnvelopeMeta<'_>, message_len: Option<usize>) -> usize {
-    uint_len(ENV_SEQ, meta.seq)
-        + message_len.map_or(0, |l| delimited_len(ENV_MESSAGE, l))
+    uint_len(ENV_SEQ, meta.seq) + envelope_rest_len(meta, message_len)
+}
+
+/// Length of the fields of an `Envelope` that follow its sequence number.
+fn envelope_rest_len(meta: &EnvelopeMeta<'_>, message_len: Option<usize>) -> usize {
+    message_len.map_or(0, |l| delimited_len(ENV_MESSAGE, l))
         + uint_len(ENV_DIRECT, u64::from(meta.direct))
         + meta
             .groups
@@ -405,24 +409,36 @@ pub(crate) fn put_record(seq: u64, rest: &[u8], buf: &mut impl BufMut) {
     buf.put_slice(rest);
 }
 
-/// The length of the rest of the envelope around `msg` (see [`put_rest`]).
-pub(crate) fn rest_len(meta: &EnvelopeMeta<'_>, msg: &Message) -> usize {
-    let meta = EnvelopeMeta { seq: 0, ..*meta };
-    envelope_len(&meta, Some(message_len(msg)))
+/// The sizes of the rest of the envelope around a message (see
+/// [`rest_len`]): measured once, then written by [`put_record_of`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RestLen {
+    /// The rest: the fields after the sequence number.
+    pub(crate) rest: usize,
+    message: usize,
 }
 
-/// Writes the record of the envelope numbered `seq` around `msg` (whose
-/// [`rest_len`] is given) straight from the message: for large payloads,
-/// copied once rather than through a staged rest.
+/// The sizes of the rest of the envelope around `msg` (see [`put_rest`]).
+pub(crate) fn rest_len(meta: &EnvelopeMeta<'_>, msg: &Message) -> RestLen {
+    let message = message_len(msg);
+    RestLen {
+        rest: envelope_rest_len(meta, Some(message)),
+        message,
+    }
+}
+
+/// Writes the record of the envelope numbered `seq` around `msg` (of the
+/// sizes [`rest_len`] measured) straight from the message: for large
+/// payloads, copied once rather than through a staged rest.
 pub(crate) fn put_record_of(
     seq: u64,
     meta: &EnvelopeMeta<'_>,
     msg: &Message,
-    rest_len: usize,
+    len: RestLen,
     buf: &mut impl BufMut,
 ) {
-    put_record_head(seq, rest_len, buf);
-    put_rest(meta, msg, buf);
+    put_record_head(seq, len.rest, buf);
+    encode_envelope_rest(meta, Some((msg, len.message)), buf);
 }
 
 /// A record's key, length and sequence number.

@@ -34,7 +34,8 @@ impl Fanout {
     fn push(&mut self, client: &ClientId, d: Delivery) {
         // One publisher's messages come in runs: the last session first.
         if let Some((c, ds)) = self.sessions.last_mut() {
-            if Arc::ptr_eq(c, client) || c == client {
+            // (`Arc<str>`'s `==` compares the pointers first.)
+            if c == client {
                 ds.push(d);
                 return;
             }
@@ -75,9 +76,7 @@ impl Broker {
         if !direct && shared.is_empty() {
             return;
         }
-        let same =
-            (f.topic.as_ref()).is_some_and(|t| Arc::ptr_eq(t, &msg.topic) || *t == msg.topic);
-        if !same {
+        if f.topic.as_ref() != Some(&msg.topic) {
             f.matches.clear();
             self.subs.matches(&msg.topic, &mut f.matches);
             f.matches.direct.sort_unstable_by(|a, b| a.0.cmp(&b.0));

@@ -269,19 +269,7 @@ pub(crate) fn wake_all(respawn: &Arc<Respawn>) {
             .collect()
     };
     for cell in cells {
-        let parked = {
-            let mut st = cell.state.lock();
-            let ours =
-                (st.parked.as_ref()).is_some_and(|p| Arc::ptr_eq(&p.conn.home.respawn, respawn));
-            if ours {
-                st.take_parked(&cell)
-            } else {
-                None
-            }
-        };
-        if let Some((p, stop)) = parked {
-            (*p).resume(stop);
-        }
+        cell.resume_parked_if(|p| Arc::ptr_eq(&p.conn.home.respawn, respawn));
     }
 }
 
@@ -297,7 +285,19 @@ impl SessionCell {
 
     /// Brings the session's hibernated connection, if any, back to life.
     pub(crate) fn resume_parked(&self) {
-        let parked = self.state.lock().take_parked(self);
+        self.resume_parked_if(|_| true);
+    }
+
+    /// [`resume_parked`](Self::resume_parked), if the parked connection
+    /// passes `which`.
+    fn resume_parked_if(&self, which: impl FnOnce(&Parked) -> bool) {
+        let parked = {
+            let mut st = self.state.lock();
+            match st.parked.as_deref().is_some_and(which) {
+                true => st.take_parked(self),
+                false => None,
+            }
+        };
         if let Some((p, stop)) = parked {
             (*p).resume(stop);
         }
